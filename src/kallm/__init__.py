@@ -1,0 +1,1 @@
+"""kallm: a semantic cache for LLM APIs."""

@@ -1,0 +1,137 @@
+"""The ASGI application: routes, and the resources its lifespan opens and closes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from kallm.embedders import Embedder, LocalEmbedder, RemoteEmbedder
+from kallm.metrics import Metrics
+from kallm.passthrough import Passthrough
+from kallm.pricing import PriceTable
+from kallm.proxy import ChatProxy
+from kallm.settings import Settings
+from kallm.storage import MemoryStore, Store
+
+log = logging.getLogger("kallm")
+
+
+@dataclass
+class Parts:
+    """Collaborators the app runs with; anything left None is built from the settings."""
+
+    store: Store | None = None
+    embedder: Embedder | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+
+
+@dataclass(frozen=True)
+class Running:
+    proxy: ChatProxy
+    passthrough: Passthrough
+    store: Store
+
+
+def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
+    parts = parts or Parts()
+    metrics = parts.metrics
+    prices = PriceTable.load(settings.prices_file)
+    api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    running: list[Running] = []  # set while the lifespan is open
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        client = httpx.AsyncClient(
+            transport=parts.transport,
+            timeout=httpx.Timeout(
+                settings.upstream_timeout, connect=min(10.0, settings.upstream_timeout)
+            ),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+        )
+        store = parts.store or MemoryStore(settings.max_cache_size)
+        embedder = parts.embedder or await _default_embedder(settings, client, api_key)
+        running.append(
+            Running(
+                ChatProxy(settings, store, embedder, client, metrics, prices),
+                Passthrough(client, settings.openai_base_url, api_key),
+                store,
+            )
+        )
+        log.info(
+            "kallm ready",
+            extra={"fields": {"upstream": settings.openai_base_url, "embedder": embedder.name}},
+        )
+        try:
+            yield
+        finally:
+            running.clear()
+            await client.aclose()
+            await embedder.close()
+            await store.close()
+
+    async def chat_completions(request: Request) -> Response:
+        return await running[0].proxy.handle(request)
+
+    async def passthrough(request: Request) -> Response:
+        return await running[0].passthrough.handle(request)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(request: Request) -> Response:
+        try:
+            ok = await asyncio.wait_for(running[0].store.ping(), 2.0)
+        except Exception:
+            ok = False
+        return JSONResponse({"ready": ok}, 200 if ok else 503)
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(metrics.stats(await _entries(), prices.as_of))
+
+    async def prometheus(request: Request) -> Response:
+        metrics.entries.set(await _entries())
+        return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def _entries() -> int:
+        try:
+            return await running[0].store.count(time.time())
+        except Exception:
+            metrics.cache_error("store")
+            return 0
+
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/health", health),
+            Route("/ready", ready),
+            Route("/stats", stats),
+            Route("/metrics", prometheus),
+            Route("/v1/{path:path}", passthrough, methods=methods),
+        ],
+        lifespan=lifespan,
+    )
+
+
+async def _default_embedder(
+    settings: Settings, client: httpx.AsyncClient, api_key: str | None
+) -> Embedder:
+    model = settings.remote_embedding_model
+    if model is not None:
+        assert api_key is not None  # load_settings insists on it
+        return RemoteEmbedder(client, settings.openai_base_url, api_key, model)
+    # Loading takes about a second of CPU; keep it off the event loop like every embedding.
+    embedder = await asyncio.to_thread(LocalEmbedder)
+    await embedder.embed("warm up")
+    return embedder

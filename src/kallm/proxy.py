@@ -1,0 +1,330 @@
+"""The request path for chat completions: parse, key, look up, then replay or forward.
+
+Decisions live in keys, policy and the provider module; this file does the I/O, and fails
+open: when the store or the embedder fails, the request is forwarded as if it had missed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from kallm import keys, policy, upstream
+from kallm.embedders.base import Embedder
+from kallm.metrics import Metrics
+from kallm.pricing import PriceTable
+from kallm.providers import openai_chat as chat
+from kallm.settings import Settings
+from kallm.sse import SSEParser
+from kallm.storage.base import Entry, Hit, Store, Vector
+
+ROUTE = "chat.completions"
+log = logging.getLogger("kallm")
+
+
+@dataclass
+class Lookup:
+    """What the cache knew: a hit to serve, or the best rejected candidate, and the vector
+    computed on the way (reused when the answer is stored)."""
+
+    hit: Hit | None = None
+    best_similarity: float | None = None
+    vector: Vector | None = None
+
+
+class ChatProxy:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        embedder: Embedder,
+        client: httpx.AsyncClient,
+        metrics: Metrics,
+        prices: PriceTable,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._embedder = embedder
+        self._client = client
+        self._metrics = metrics
+        self._prices = prices
+        self._api_key = (
+            settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+        )
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        body = await upstream.read_limited(request.stream(), self._settings.max_body_size)
+        if body is None:
+            return self._invalid(
+                started, 413, "The request body is too large.", "request_too_large"
+            )
+        try:
+            payload = chat.parse_request(body)
+            rules = policy.request_policy(
+                request.headers, self._settings.similarity_threshold, self._settings.cache_ttl
+            )
+            client_key = None if self._api_key else request.headers.get("authorization")
+            namespace = keys.namespace(request.headers.get("x-kallm-namespace"), client_key)
+        except (chat.InvalidRequest, policy.InvalidPolicyHeader, keys.InvalidNamespace) as error:
+            return self._invalid(started, 400, str(error), "invalid_request_error")
+
+        parts = chat.key_parts(payload)
+        key = keys.cache_key(namespace, ROUTE, parts.context, parts.final, parts.text)
+        found = await self._lookup(key, rules.threshold) if rules.lookup else Lookup()
+        if found.hit is not None:
+            return await self._replay(payload, found.hit, started)
+
+        outcome = "MISS" if rules.lookup else "BYPASS"
+        try:
+            sent = await upstream.send(
+                self._client,
+                self._client.build_request(
+                    "POST",
+                    f"{self._settings.openai_base_url}/chat/completions",
+                    headers=upstream.request_headers(request.headers, self._api_key, decoded=True),
+                    content=body,
+                ),
+            )
+        except upstream.UpstreamFailure as failure:
+            self._metrics.upstream_error(ROUTE)
+            self._log(started, failure.status, "error", None, namespace)
+            return Response(
+                chat.error_body(str(failure), "upstream_error"),
+                failure.status,
+                media_type="application/json",
+                headers={"x-kallm-cache": outcome},
+            )
+
+        headers = upstream.response_headers(sent.headers, decoded=True)
+        headers["x-kallm-cache"] = outcome
+        if found.best_similarity is not None:
+            headers["x-kallm-similarity"] = f"{found.best_similarity:.4f}"
+        store = rules.store and sent.status_code == 200
+        if sent.status_code != 200:
+            self._metrics.upstream_error(ROUTE)
+        commit = _Commit(self, payload, key, found.vector, rules.ttl) if store else None
+        if "text/event-stream" in sent.headers.get("content-type", ""):
+            return StreamingResponse(
+                self._relay(sent, commit, started, outcome, namespace),
+                sent.status_code,
+                headers=headers,
+            )
+        try:
+            answer = await sent.aread()
+        except httpx.HTTPError:
+            self._metrics.upstream_error(ROUTE)
+            self._log(started, 502, "error", None, namespace)
+            return Response(
+                chat.error_body("The upstream API broke off its answer.", "upstream_error"),
+                502,
+                media_type="application/json",
+            )
+        finally:
+            await sent.aclose()
+        self._count(outcome, started, sent.status_code, found.best_similarity, namespace)
+        task = BackgroundTask(commit.json, answer) if commit else None
+        return Response(answer, sent.status_code, headers=headers, background=task)
+
+    async def _lookup(self, key: keys.CacheKey, threshold: float) -> Lookup:
+        now = time.time()
+        try:
+            entry = await self._store.get_exact(key.namespace, key.exact, now)
+            if entry is not None:
+                return Lookup(hit=Hit(entry, 1.0), best_similarity=1.0)
+            if key.text is None:
+                return Lookup()
+        except Exception:
+            self._cache_failed("store")
+            return Lookup()
+        vector = await self._embed(key.text)
+        if vector is None:
+            return Lookup()
+        try:
+            candidates = await self._store.search(
+                key.namespace, key.partition, vector, self._embedder.name, 1, now
+            )
+        except Exception:
+            self._cache_failed("store")
+            return Lookup(vector=vector)
+        if not candidates:
+            return Lookup(vector=vector)
+        best = candidates[0]
+        accepted = policy.accept(best.similarity, threshold)
+        self._metrics.candidate(best.similarity, accepted)
+        return Lookup(
+            hit=best if accepted else None, best_similarity=best.similarity, vector=vector
+        )
+
+    async def _embed(self, text: str) -> Vector | None:
+        try:
+            return await self._embedder.embed(text)
+        except Exception:
+            self._cache_failed("embedder")
+            return None
+
+    async def _replay(self, payload: dict[str, Any], hit: Hit, started: float) -> Response:
+        entry = hit.entry
+        try:
+            await self._store.record_hit(entry, time.time())
+        except Exception:
+            self._cache_failed("store")
+        usage = entry.extra.get("usage") or {}
+        self._metrics.hit(
+            hit.similarity < 1.0, entry.model, usage, self._prices.cost(entry.model, usage)
+        )
+        headers = {"x-kallm-cache": "HIT", "x-kallm-similarity": f"{hit.similarity:.4f}"}
+        self._log(started, 200, "hit", hit.similarity, entry.namespace)
+        self._metrics.request(ROUTE, "hit", time.perf_counter() - started)
+        if chat.wants_stream(payload):
+            return StreamingResponse(
+                _iterate(chat.replay_stream(entry.response, chat.wants_usage(payload))),
+                media_type="text/event-stream",
+                headers=headers,
+            )
+        return Response(
+            chat.dumps(chat.replay_json(entry.response)),
+            media_type="application/json",
+            headers=headers,
+        )
+
+    async def _relay(
+        self,
+        sent: httpx.Response,
+        commit: _Commit | None,
+        started: float,
+        outcome: str,
+        namespace: str,
+    ) -> AsyncIterator[bytes]:
+        """Forward each piece of the upstream stream as it arrives, recording on the side."""
+        parser = SSEParser()
+        recorder = chat.StreamRecorder()
+        try:
+            async for piece in sent.aiter_bytes():
+                yield piece
+                for data in parser.feed(piece):
+                    recorder.add(data)
+        except httpx.HTTPError:
+            # The upstream broke off: break the client's stream too, rather than end it
+            # cleanly and let a partial answer look whole. Nothing is stored.
+            self._metrics.upstream_error(ROUTE)
+            self._log(started, sent.status_code, "truncated", None, namespace)
+            raise
+        finally:
+            await sent.aclose()
+        self._count(outcome, started, sent.status_code, None, namespace)
+        completion = recorder.completion()
+        if commit is not None and completion is not None:
+            await commit.store(completion)
+
+    async def store(
+        self,
+        payload: dict[str, Any],
+        key: keys.CacheKey,
+        vector: Vector | None,
+        ttl: float,
+        completion: dict[str, Any],
+    ) -> None:
+        if not chat.is_cacheable(completion):
+            return
+        if key.text is not None and vector is None:
+            vector = await self._embed(key.text)
+            if vector is None:
+                return
+        usage = completion.get("usage")
+        now = time.time()
+        entry = Entry(
+            id=uuid.uuid4().hex,
+            namespace=key.namespace,
+            partition=key.partition,
+            exact=key.exact,
+            text=key.text,
+            vector=vector,
+            embedding_model=self._embedder.name,
+            model=str(completion.get("model") or payload["model"]),
+            response=completion,
+            created=now,
+            expires=now + ttl,
+            extra={"usage": usage or chat.estimate_usage(payload, completion)},
+        )
+        try:
+            await self._store.put(entry)
+        except Exception:
+            self._cache_failed("store")
+
+    def _count(
+        self, outcome: str, started: float, status: int, similarity: float | None, namespace: str
+    ) -> None:
+        if status >= 400:
+            label = "error"
+        elif outcome == "MISS":
+            label = "miss"
+            self._metrics.tally.misses += 1
+        else:
+            label = "bypass"
+            self._metrics.tally.bypasses += 1
+        self._metrics.request(ROUTE, label, time.perf_counter() - started)
+        self._log(started, status, label, similarity, namespace)
+
+    def _invalid(self, started: float, status: int, message: str, kind: str) -> Response:
+        self._metrics.tally.invalid_requests += 1
+        self._metrics.request(ROUTE, "error", time.perf_counter() - started)
+        self._log(started, status, "invalid", None, None)
+        return Response(chat.error_body(message, kind), status, media_type="application/json")
+
+    def _cache_failed(self, component: str) -> None:
+        self._metrics.cache_error(component)
+        log.warning("cache %s failed; answering without it", component, exc_info=True)
+
+    def _log(
+        self,
+        started: float,
+        status: int,
+        outcome: str,
+        similarity: float | None,
+        namespace: str | None,
+    ) -> None:
+        # The namespace's key-hash suffix is dropped: it identifies an API key.
+        fields: dict[str, Any] = {
+            "route": ROUTE,
+            "status": status,
+            "outcome": outcome,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+            "namespace": namespace.split("@", 1)[0] if namespace else None,
+        }
+        if similarity is not None:
+            fields["similarity"] = round(similarity, 4)
+        log.info("request", extra={"fields": fields})
+
+
+@dataclass
+class _Commit:
+    """Stores an answer once it is known to be whole."""
+
+    proxy: ChatProxy
+    payload: dict[str, Any]
+    key: keys.CacheKey
+    vector: Vector | None
+    ttl: float
+
+    async def store(self, completion: dict[str, Any]) -> None:
+        await self.proxy.store(self.payload, self.key, self.vector, self.ttl, completion)
+
+    async def json(self, body: bytes) -> None:
+        completion = chat.parse_completion(body)
+        if completion is not None:
+            await self.store(completion)
+
+
+async def _iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk

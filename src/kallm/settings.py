@@ -1,0 +1,129 @@
+"""Settings: the only reader of the environment.
+
+Every setting has an environment variable (the names the original product promised) and a
+matching `kallm serve` flag. Invalid values fail at start with the variable's name.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+DEFAULT_LOCAL_MODEL = "all-MiniLM-L6-v2"
+LOCAL_MODEL_NAMES = {
+    DEFAULT_LOCAL_MODEL,
+    f"local:{DEFAULT_LOCAL_MODEL}",
+    f"sentence-transformers/{DEFAULT_LOCAL_MODEL}",
+}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration ("90s", "30m", "24h", "1h30m"); a bare number is seconds."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(number + unit for number, unit in parts) != text:
+        raise ValueError(f"{text!r} is not a duration like 90s, 30m, 24h or 1h30m")
+    return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in parts)
+
+
+def _env(name: str) -> Any:
+    """A field read from `name` in the environment, or by its own name from flags."""
+    return Field(validation_alias=name)
+
+
+class Settings(BaseSettings):
+    """kallm's configuration. Field names are what `kallm serve` flags set."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    openai_api_key: Annotated[SecretStr | None, _env("OPENAI_API_KEY")] = None
+    openai_base_url: Annotated[str, _env("OPENAI_BASE_URL")] = "https://api.openai.com/v1"
+    port: Annotated[int, _env("KALLM_PORT"), Field(ge=1, le=65535)] = 8080
+    host: Annotated[str, _env("KALLM_HOST")] = "0.0.0.0"
+    similarity_threshold: Annotated[
+        float, _env("KALLM_SIMILARITY_THRESHOLD"), Field(ge=0, le=1)
+    ] = 0.95
+    cache_ttl: Annotated[float, _env("KALLM_CACHE_TTL")] = 24 * 3600.0
+    max_cache_size: Annotated[int, _env("KALLM_MAX_CACHE_SIZE"), Field(ge=1)] = 10_000
+    embedding_model: Annotated[str, _env("KALLM_EMBEDDING_MODEL")] = DEFAULT_LOCAL_MODEL
+    log_json: Annotated[bool, _env("KALLM_LOG_JSON")] = False
+    log_prompts: Annotated[bool, _env("KALLM_LOG_PROMPTS")] = False
+    upstream_timeout: Annotated[float, _env("KALLM_UPSTREAM_TIMEOUT")] = 300.0
+    max_body_size: Annotated[int, _env("KALLM_MAX_BODY_SIZE"), Field(ge=1)] = 10 * 1024 * 1024
+    prices_file: Annotated[Path | None, _env("KALLM_PRICES_FILE")] = None
+
+    @field_validator("cache_ttl", "upstream_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        seconds = parse_duration(value) if isinstance(value, str) else value
+        if isinstance(seconds, int | float) and seconds <= 0:
+            raise ValueError("must be a positive duration")
+        return seconds
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("openai_api_key")
+    @classmethod
+    def _blank_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        return value if value and value.get_secret_value() else None
+
+    @property
+    def remote_embedding_model(self) -> str | None:
+        """The upstream embeddings model name, or None for the local model."""
+        name = self.embedding_model
+        if name.startswith("openai:"):
+            return name.removeprefix("openai:")
+        if name.startswith("text-embedding-"):
+            return name
+        return None
+
+
+ENV_NAMES = {name: str(field.validation_alias) for name, field in Settings.model_fields.items()}
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message names its environment variable."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with `overrides` (from flags) taking precedence."""
+    try:
+        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            field = str(item["loc"][0]) if item["loc"] else "?"
+            env = ENV_NAMES.get(field, field.upper())
+            shown = "" if field == "openai_api_key" else f" (got {item.get('input')!r})"
+            problems.append(f"{env}: {item['msg']}{shown}")
+        raise SettingsError("invalid setting: " + "; ".join(problems)) from None
+    if (
+        settings.remote_embedding_model is None
+        and settings.embedding_model not in LOCAL_MODEL_NAMES
+    ):
+        raise SettingsError(
+            f"KALLM_EMBEDDING_MODEL: unknown model {settings.embedding_model!r}; use "
+            f"{DEFAULT_LOCAL_MODEL} (local), openai:<model> or text-embedding-*"
+        )
+    if settings.remote_embedding_model and not settings.openai_api_key:
+        raise SettingsError(
+            f"KALLM_EMBEDDING_MODEL={settings.embedding_model} uses the upstream embeddings API, "
+            "which needs OPENAI_API_KEY"
+        )
+    return settings
