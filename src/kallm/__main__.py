@@ -11,7 +11,6 @@ from kallm.settings import ENV_NAMES, SettingsError, load_settings
 
 # Help for each setting; the flag is the field name with dashes, the default the env var's.
 SETTING_HELP = {
-    "openai_api_key": "key kallm uses upstream; unset: forward each client's own key",
     "openai_base_url": "upstream OpenAI-compatible API (default https://api.openai.com/v1)",
     "port": "port to listen on (default 8080)",
     "host": "address to listen on (default 0.0.0.0)",
@@ -20,7 +19,6 @@ SETTING_HELP = {
     "max_cache_size": "most entries kept; least recently used go first (default 10000)",
     "embedding_model": "all-MiniLM-L6-v2 (local, default) or openai:<model> / text-embedding-*",
     "log_json": "log JSON lines (default false)",
-    "log_prompts": "debug: include prompt text in request logs (default false)",
     "upstream_timeout": "seconds to wait for the upstream to connect, answer and each read (300)",
     "max_body_size": "largest request body in bytes (default 10485760)",
     "prices_file": "JSON price table replacing the built-in one",
@@ -36,11 +34,13 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run the proxy",
-        description="Run the proxy. Every flag has an environment variable; flags win.",
+        description="Run the proxy. Every flag has an environment variable; flags win. "
+        "OPENAI_API_KEY is read from the environment only, so it never shows in a process list: "
+        "when set, kallm uses it upstream; when unset, it forwards each client's own key.",
     )
     for name, text in SETTING_HELP.items():
         flag = "--" + name.replace("_", "-")
-        if name == "log_json" or name == "log_prompts":
+        if name == "log_json":
             serve.add_argument(
                 flag, action="store_const", const=True, help=f"{text} [{ENV_NAMES[name]}]"
             )

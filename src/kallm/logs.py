@@ -1,7 +1,7 @@
 """Log lines: human-readable by default, JSON lines with KALLM_LOG_JSON=true.
 
 Request lines carry their fields in `extra={"fields": {...}}`; nothing here ever formats
-an API key or, unless KALLM_LOG_PROMPTS asks for it, prompt text.
+an API key or prompt text.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import logging
 import sys
 import time
 from typing import Any
+
+from kallm.upstream import BrokenStream
 
 
 class _JSONFormatter(logging.Formatter):
@@ -40,9 +42,17 @@ class _TextFormatter(logging.Formatter):
         return text
 
 
+def _not_a_broken_stream(record: logging.LogRecord) -> bool:
+    """A stream broken off upstream is already logged as the request's one line; the ASGI
+    server's traceback for the connection kallm drops on purpose would be noise."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not isinstance(error, BrokenStream)
+
+
 def configure(json_lines: bool, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JSONFormatter() if json_lines else _TextFormatter())
+    handler.addFilter(_not_a_broken_stream)
     for name in ("kallm", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]

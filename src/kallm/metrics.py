@@ -97,7 +97,9 @@ class Metrics:
         self.saved_tokens.labels("prompt").inc(prompt)
         self.saved_tokens.labels("completion").inc(completion)
         if usd is None:
-            self.tally.unpriced_models.add(model)
+            # Model names come from clients: keep the list short.
+            if len(self.tally.unpriced_models) < 20:
+                self.tally.unpriced_models.add(model)
         else:
             self.tally.saved_usd += usd
             self.saved_usd.inc(usd)

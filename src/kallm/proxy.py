@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -57,6 +56,7 @@ class ChatProxy:
         self._client = client
         self._metrics = metrics
         self._prices = prices
+        self._url = httpx.URL(f"{settings.openai_base_url}/chat/completions")
         self._api_key = (
             settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
         )
@@ -90,7 +90,7 @@ class ChatProxy:
                 self._client,
                 self._client.build_request(
                     "POST",
-                    f"{self._settings.openai_base_url}/chat/completions",
+                    self._url,
                     headers=upstream.request_headers(request.headers, self._api_key, decoded=True),
                     content=body,
                 ),
@@ -131,9 +131,10 @@ class ChatProxy:
             )
         finally:
             await sent.aclose()
+        if commit is not None:
+            await commit.json(answer)
         self._count(outcome, started, sent.status_code, found.best_similarity, namespace)
-        task = BackgroundTask(commit.json, answer) if commit else None
-        return Response(answer, sent.status_code, headers=headers, background=task)
+        return Response(answer, sent.status_code, headers=headers)
 
     async def _lookup(self, key: keys.CacheKey, threshold: float) -> Lookup:
         now = time.time()
@@ -210,21 +211,23 @@ class ChatProxy:
         recorder = chat.StreamRecorder()
         try:
             async for piece in sent.aiter_bytes():
-                yield piece
                 for data in parser.feed(piece):
                     recorder.add(data)
-        except httpx.HTTPError:
+                completion = recorder.completion()
+                if commit is not None and completion is not None:
+                    # Store before the client sees the end, so its next request can hit.
+                    await commit.store(completion)
+                    commit = None
+                yield piece
+        except httpx.HTTPError as error:
             # The upstream broke off: break the client's stream too, rather than end it
             # cleanly and let a partial answer look whole. Nothing is stored.
             self._metrics.upstream_error(ROUTE)
             self._log(started, sent.status_code, "truncated", None, namespace)
-            raise
+            raise upstream.BrokenStream from error
         finally:
             await sent.aclose()
         self._count(outcome, started, sent.status_code, None, namespace)
-        completion = recorder.completion()
-        if commit is not None and completion is not None:
-            await commit.store(completion)
 
     async def store(
         self,

@@ -58,7 +58,6 @@ class Settings(BaseSettings):
     max_cache_size: Annotated[int, _env("KALLM_MAX_CACHE_SIZE"), Field(ge=1)] = 10_000
     embedding_model: Annotated[str, _env("KALLM_EMBEDDING_MODEL")] = DEFAULT_LOCAL_MODEL
     log_json: Annotated[bool, _env("KALLM_LOG_JSON")] = False
-    log_prompts: Annotated[bool, _env("KALLM_LOG_PROMPTS")] = False
     upstream_timeout: Annotated[float, _env("KALLM_UPSTREAM_TIMEOUT")] = 300.0
     max_body_size: Annotated[int, _env("KALLM_MAX_BODY_SIZE"), Field(ge=1)] = 10 * 1024 * 1024
     prices_file: Annotated[Path | None, _env("KALLM_PRICES_FILE")] = None

@@ -42,6 +42,7 @@ MODELS = ("sim-small", "sim-large", "sim-embed")
 TOOL_NAME = "get_weather"
 TOOL_ARGUMENTS = '{"city": "Paris"}'
 DEFAULT_DIMENSIONS = 256
+ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 _DIRECTIVE = re.compile(r"\[sim:([a-z0-9_]+)(?:=([0-9]+(?:\.[0-9]+)?))?\]")
 _WORD = re.compile(r"[a-z0-9']+")
@@ -323,7 +324,7 @@ def create_simulator_app(latency: float = 0.0) -> Starlette:
         Route("/v1/chat/completions", sim.recorded(sim.chat), methods=["POST"]),
         Route("/v1/embeddings", sim.recorded(sim.embeddings), methods=["POST"]),
         Route("/v1/models", sim.recorded(sim.models), methods=["GET"]),
-        Route("/v1/{path:path}", sim.recorded(sim.not_found)),
+        Route("/v1/{path:path}", sim.recorded(sim.not_found), methods=ANY_METHOD),
         Route("/_sim/requests", sim.list_requests, methods=["GET"]),
         Route("/_sim/requests", sim.clear_requests, methods=["DELETE"]),
     ]

@@ -31,6 +31,10 @@ class UpstreamFailure(Exception):
         self.status = status
 
 
+class BrokenStream(Exception):
+    """The upstream broke off a stream; raised to drop the client's connection too."""
+
+
 def request_headers(
     headers: Mapping[str, str], api_key: str | None, *, decoded: bool
 ) -> dict[str, str]:

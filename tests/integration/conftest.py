@@ -106,8 +106,9 @@ class Simulator:
 
 
 class Kallm:
-    def __init__(self, process: Process, port: int) -> None:
+    def __init__(self, process: Process, port: int, upstream_key: str | None) -> None:
         self.process = process
+        self.upstream_key = upstream_key  # its OPENAI_API_KEY; None: it forwards client keys
         self.root = f"http://127.0.0.1:{port}"
         self.base_url = f"{self.root}/v1"
 
@@ -257,7 +258,7 @@ def start_kallm(
     args = [sys.executable, "-m", "kallm", "serve", "--host", "127.0.0.1", "--port", str(port)]
     log_path = tmp_path_factory.mktemp("logs") / f"{name}.log"
     process = Process(name, args, clean_env(**settings), log_path)
-    kallm = Kallm(process, port)
+    kallm = Kallm(process, port, settings.get("OPENAI_API_KEY"))
     process.wait_until(f"{kallm.root}/ready")
     return kallm
 
@@ -354,9 +355,7 @@ def make_caller(request: pytest.FixtureRequest) -> Iterator[Any]:
     callers: list[Caller] = []
     default = unique_namespace(request)
 
-    def make(
-        proxy: Kallm, namespace: str | None = default, api_key: str = CLIENT_KEY
-    ) -> Caller:
+    def make(proxy: Kallm, namespace: str | None = default, api_key: str = CLIENT_KEY) -> Caller:
         caller = Caller(proxy, namespace, api_key)
         callers.append(caller)
         return caller
@@ -379,14 +378,60 @@ def http(kallm: Kallm) -> Iterator[httpx.Client]:
         yield client
 
 
-def sse_events(body: str) -> list[str]:
-    """The data payloads of a text/event-stream body, in order."""
-    return [line.removeprefix("data:").strip() for line in body.splitlines() if line.startswith("data:")]
+@pytest.fixture(scope="session")
+def kallm_unreachable(
+    tmp_path_factory: pytest.TempPathFactory, simulator: Simulator
+) -> Iterator[Kallm]:
+    """Its upstream is a port where nothing listens."""
+    proxy = start_kallm(
+        tmp_path_factory,
+        simulator,
+        "kallm-unreachable",
+        OPENAI_API_KEY=SERVER_KEY,
+        OPENAI_BASE_URL=f"http://127.0.0.1:{free_port()}/v1",
+    )
+    yield proxy
+    proxy.process.stop()
 
 
-def error_of(response: httpx.Response) -> dict[str, Any]:
-    """The OpenAI-style error object of a response, asserting its shape."""
+@pytest.fixture
+def start_failing_kallm(simulator: Simulator) -> Any:
+    """Run `kallm serve` with `settings` and return (exit status, output) once it exits."""
+
+    def run(**settings: str) -> tuple[int, str]:
+        settings.setdefault("OPENAI_BASE_URL", simulator.base_url)
+        args = [sys.executable, "-m", "kallm", "serve", "--host", "127.0.0.1"]
+        args += ["--port", str(free_port())]
+        try:
+            done = subprocess.run(
+                args, env=clean_env(**settings), capture_output=True, text=True, timeout=60
+            )
+        except subprocess.TimeoutExpired as error:
+            pytest.fail(f"kallm kept running with {settings}: {error.output!r}")
+        return done.returncode, done.stdout + done.stderr
+
+    return run
+
+
+def _sse_events(body: str) -> list[str]:
+    return [ln.removeprefix("data:").strip() for ln in body.splitlines() if ln.startswith("data:")]
+
+
+@pytest.fixture
+def sse_events() -> Any:
+    """Parse a text/event-stream body into its data payloads, in order."""
+    return _sse_events
+
+
+def _error_of(response: httpx.Response) -> dict[str, Any]:
     body = json.loads(response.text)
     assert isinstance(body, dict) and isinstance(body.get("error"), dict), response.text
     assert isinstance(body["error"].get("message"), str) and body["error"]["message"]
-    return body["error"]  # type: ignore[no-any-return]
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+@pytest.fixture
+def error_of() -> Any:
+    """The error object of an OpenAI-style error response, asserting its shape."""
+    return _error_of

@@ -87,12 +87,16 @@ def _plain_text(message: dict[str, Any]) -> str | None:
     content = message.get("content")
     if isinstance(content, str):
         return content
-    if isinstance(content, list) and content and all(
-        isinstance(p, dict)
-        and p.get("type") == "text"
-        and set(p) == {"type", "text"}
-        and isinstance(p["text"], str)
-        for p in content
+    if (
+        isinstance(content, list)
+        and content
+        and all(
+            isinstance(p, dict)
+            and p.get("type") == "text"
+            and set(p) == {"type", "text"}
+            and isinstance(p["text"], str)
+            for p in content
+        )
     ):
         return "\n".join(part["text"] for part in content)
     return None
@@ -153,8 +157,10 @@ def _choice_deltas(choice: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The deltas that rebuild one cached choice's message, in the order OpenAI sends them."""
     message = choice.get("message") or {}
     extras = {k: v for k, v in message.items() if k not in {"role", "content", "tool_calls"}}
-    yield {"role": message.get("role", "assistant"), "content": "", **extras}
     content = message.get("content")
+    # OpenAI opens with an empty string for text answers and null for tool calls.
+    opening = "" if isinstance(content, str) else None
+    yield {"role": message.get("role", "assistant"), "content": opening, **extras}
     if isinstance(content, str) and content:
         for part in _split(content):
             yield {"content": part}
@@ -200,7 +206,11 @@ def replay_stream(completion: dict[str, Any], include_usage: bool) -> Iterator[b
             yield chunk(index, delta, None)
         yield chunk(index, {}, choice.get("finish_reason"), choice.get("logprobs"))
     if include_usage:
-        yield event(json.dumps({**base, "choices": [], "usage": completion.get("usage")}, separators=(",", ":")))
+        yield event(
+            json.dumps(
+                {**base, "choices": [], "usage": completion.get("usage")}, separators=(",", ":")
+            )
+        )
     yield event("[DONE]")
 
 

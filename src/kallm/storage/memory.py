@@ -38,7 +38,11 @@ class _PartitionIndex:
 
     def nearest(self, vector: Vector, limit: int) -> list[tuple[str, float]]:
         scores = self.matrix[: len(self.ids)] @ vector
-        best = np.argsort(-scores)[:limit]
+        if limit < len(scores):  # a partial sort: only the best `limit` rows matter
+            top = np.argpartition(-scores, limit - 1)[:limit]
+        else:
+            top = np.arange(len(scores))
+        best = top[np.argsort(-scores[top])]
         return [(self.ids[row], float(scores[row])) for row in best]
 
 
