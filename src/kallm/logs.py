@@ -46,6 +46,8 @@ def _not_a_broken_stream(record: logging.LogRecord) -> bool:
     """A stream broken off upstream is already logged as the request's one line; the ASGI
     server's traceback for the connection kallm drops on purpose would be noise."""
     error = record.exc_info[1] if record.exc_info else None
+    if isinstance(error, BaseExceptionGroup):  # task groups may wrap it
+        return error.subgroup(BrokenStream) is None
     return not isinstance(error, BrokenStream)
 
 
