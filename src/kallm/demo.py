@@ -90,7 +90,7 @@ def run_demo(latency: float) -> None:
             elapsed = (time.perf_counter() - started) * 1000
             similarity = raw.headers.get("x-kallm-similarity", "")
             cache = raw.headers.get("x-kallm-cache", "?")
-            answer = (raw.parse().choices[0].message.content or "")[:24]
+            answer = (raw.parse().choices[0].message.content or "")[:34]
             print(
                 f"{prompt:<40} {case:<28} {cache:<6} {similarity:>10} {elapsed:>7.1f}ms  {answer}…"
             )

@@ -7,6 +7,7 @@ open: when the store or the embedder fails, the request is forwarded as if it ha
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
@@ -96,14 +97,7 @@ class ChatProxy:
                 ),
             )
         except upstream.UpstreamFailure as failure:
-            self._metrics.upstream_error(ROUTE)
-            self._log(started, failure.status, "error", None, namespace)
-            return Response(
-                chat.error_body(str(failure), "upstream_error"),
-                failure.status,
-                media_type="application/json",
-                headers={"x-kallm-cache": outcome},
-            )
+            return self._no_answer(started, failure.status, str(failure), outcome, namespace)
 
         headers = upstream.response_headers(sent.headers, decoded=True)
         headers["x-kallm-cache"] = outcome
@@ -122,13 +116,8 @@ class ChatProxy:
         try:
             answer = await sent.aread()
         except httpx.HTTPError:
-            self._metrics.upstream_error(ROUTE)
-            self._log(started, 502, "error", None, namespace)
-            return Response(
-                chat.error_body("The upstream API broke off its answer.", "upstream_error"),
-                502,
-                media_type="application/json",
-            )
+            message = "The upstream API broke off its answer."
+            return self._no_answer(started, 502, message, outcome, namespace)
         finally:
             await sent.aclose()
         if commit is not None:
@@ -223,6 +212,7 @@ class ChatProxy:
             # The upstream broke off: break the client's stream too, rather than end it
             # cleanly and let a partial answer look whole. Nothing is stored.
             self._metrics.upstream_error(ROUTE)
+            self._metrics.request(ROUTE, "error", time.perf_counter() - started)
             self._log(started, sent.status_code, "truncated", None, namespace)
             raise upstream.BrokenStream from error
         finally:
@@ -240,9 +230,8 @@ class ChatProxy:
         if not chat.is_cacheable(completion):
             return
         if key.text is not None and vector is None:
+            # Without a vector (the embedder failed) the entry still serves exact repeats.
             vector = await self._embed(key.text)
-            if vector is None:
-                return
         usage = completion.get("usage")
         now = time.time()
         entry = Entry(
@@ -278,6 +267,20 @@ class ChatProxy:
         self._metrics.request(ROUTE, label, time.perf_counter() - started)
         self._log(started, status, label, similarity, namespace)
 
+    def _no_answer(
+        self, started: float, status: int, message: str, outcome: str, namespace: str
+    ) -> Response:
+        """The upstream gave no (whole) answer: 502 or 504 in OpenAI's error shape."""
+        self._metrics.upstream_error(ROUTE)
+        self._metrics.request(ROUTE, "error", time.perf_counter() - started)
+        self._log(started, status, "error", None, namespace)
+        return Response(
+            chat.error_body(message, "upstream_error"),
+            status,
+            media_type="application/json",
+            headers={"x-kallm-cache": outcome},
+        )
+
     def _invalid(self, started: float, status: int, message: str, kind: str) -> Response:
         self._metrics.tally.invalid_requests += 1
         self._metrics.request(ROUTE, "error", time.perf_counter() - started)
@@ -285,8 +288,9 @@ class ChatProxy:
         return Response(chat.error_body(message, kind), status, media_type="application/json")
 
     def _cache_failed(self, component: str) -> None:
+        # Called inside `except`: one line with the error, not a traceback per request.
         self._metrics.cache_error(component)
-        log.warning("cache %s failed; answering without it", component, exc_info=True)
+        log.warning("cache %s failed (%r); answering without it", component, sys.exc_info()[1])
 
     def _log(
         self,

@@ -1,0 +1,87 @@
+"""A cache that fails must never fail a request: it is forwarded and counted instead."""
+
+import json
+
+import httpx
+import numpy as np
+from starlette.testclient import TestClient
+
+from kallm.app import Parts, create_app
+from kallm.settings import load_settings
+
+ANSWER = {
+    "id": "chatcmpl-up",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-4o-mini",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}
+    ],
+    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+}
+
+
+class BrokenStore:
+    async def get_exact(self, *args):
+        raise ConnectionError("store down")
+
+    search = put = record_hit = count = get_exact
+
+    async def ping(self):
+        return False
+
+    async def close(self):
+        pass
+
+
+class Embedder:
+    name = "fake"
+
+    def __init__(self, fail=False):
+        self.fail = fail
+
+    async def embed(self, text):
+        if self.fail:
+            raise RuntimeError("embedder down")
+        return np.ones(4, dtype=np.float32) / 2
+
+    async def close(self):
+        pass
+
+
+def client_for(parts, calls):
+    def upstream(request: httpx.Request) -> httpx.Response:
+        calls.append(json.loads(request.content))
+        return httpx.Response(200, json=ANSWER)
+
+    parts.transport = httpx.MockTransport(upstream)
+    settings = load_settings(openai_base_url="http://upstream.test/v1", openai_api_key="sk-test")
+    return TestClient(create_app(settings, parts))
+
+
+def ask(client):
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Capital of France?"}]}
+    return client.post("/v1/chat/completions", json=body)
+
+
+def test_a_failing_store_forwards_every_request():
+    calls = []
+    with client_for(Parts(store=BrokenStore(), embedder=Embedder()), calls) as client:
+        answers = [ask(client), ask(client)]
+        assert [a.status_code for a in answers] == [200, 200]
+        assert [a.headers["x-kallm-cache"] for a in answers] == ["MISS", "MISS"]
+        assert answers[1].json()["choices"][0]["message"]["content"] == "Paris."
+        assert len(calls) == 2
+        assert client.get("/health").status_code == 200
+        assert client.get("/ready").status_code == 503
+        assert client.get("/stats").json()["store_errors"] >= 4
+
+
+def test_a_failing_embedder_still_serves_exact_hits():
+    calls = []
+    with client_for(Parts(embedder=Embedder(fail=True)), calls) as client:
+        first, second = ask(client), ask(client)
+        assert (first.status_code, first.headers["x-kallm-cache"]) == (200, "MISS")
+        assert (second.status_code, second.headers["x-kallm-cache"]) == (200, "HIT")
+        assert len(calls) == 1
+        assert client.get("/stats").json()["embedding_errors"] >= 1
