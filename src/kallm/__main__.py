@@ -1,10 +1,11 @@
-"""The `kallm` command: serve, demo."""
+"""The `kallm` command: serve, demo, eval, calibrate."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from kallm.settings import ENV_NAMES, SettingsError, load_settings
@@ -14,7 +15,11 @@ SETTING_HELP = {
     "openai_base_url": "upstream OpenAI-compatible API (default https://api.openai.com/v1)",
     "port": "port to listen on (default 8080)",
     "host": "address to listen on (default 0.0.0.0)",
-    "similarity_threshold": "cosine similarity a paraphrase needs to be a hit, 0-1 (default 0.95)",
+    "similarity_threshold": "cosine similarity a cached prompt needs to be a candidate, 0-1 "
+    "(default: calibrated)",
+    "verifier": "turn the verifier off: semantic hits are decided by similarity alone",
+    "verifier_threshold": "minimum verifier probability for a semantic hit, 0-1 "
+    "(default: calibrated)",
     "cache_ttl": "how long an answer stays cached: 90s, 30m, 24h, 1h30m (default 24h)",
     "max_cache_size": "most entries kept; least recently used go first (default 10000)",
     "embedding_model": "all-MiniLM-L6-v2 (local, default) or openai:<model> / text-embedding-*",
@@ -44,6 +49,14 @@ def _parser() -> argparse.ArgumentParser:
             serve.add_argument(
                 flag, action="store_const", const=True, help=f"{text} [{ENV_NAMES[name]}]"
             )
+        elif name == "verifier":
+            serve.add_argument(
+                "--no-verifier",
+                dest=name,
+                action="store_const",
+                const=False,
+                help=f"{text} [{ENV_NAMES[name]}=false]",
+            )
         else:
             serve.add_argument(flag, metavar="VALUE", help=f"{text} [{ENV_NAMES[name]}]")
     demo = commands.add_parser(
@@ -53,11 +66,80 @@ def _parser() -> argparse.ArgumentParser:
         "questions, repeats and paraphrases through the openai SDK, and print what the cache did.",
     )
     demo.add_argument("--latency", type=float, default=0.4, help="simulated upstream latency (s)")
+    formats = (
+        "FILE is JSON lines in one of two formats, detected from the first row: "
+        'pairs {"a", "b", "label"} (label 1: a cached answer to a is right for b; each pair is '
+        'cached and asked alone), or a cache simulation {"origin", "similar": str or [str], '
+        '"near": [str]} (the origins of even rows are cached together; every similar and near '
+        "prompt is asked; a hit is correct only for a similar prompt of a cached origin, on "
+        "that origin). Prompts go through the server's own path: local embedding model, "
+        "exact lookup, nearest candidates, verifier, thresholds."
+    )
+    evaluate = commands.add_parser(
+        "eval",
+        help="measure hit precision and recall on labelled prompts",
+        description="Measure how often kallm would serve a right or a wrong cached answer, "
+        "with the verifier at its thresholds (kallm) and with cosine similarity alone at 0.95 "
+        "(cosine), and sweep each into a precision-recall curve. " + formats,
+    )
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="find the thresholds that reach a target precision on your prompts",
+        description="Find the similarity threshold (0.70-0.99) and verifier threshold (0-1) "
+        "with the highest recall whose precision reaches the target, and print them as "
+        "environment variables for kallm serve. Exits 1 when no setting reaches it. " + formats,
+    )
+    for command in (evaluate, calibrate):
+        command.add_argument("file", type=Path, metavar="FILE", help="labelled JSON lines")
+        command.add_argument(
+            "--protocol", choices=["pairs", "cache"], help="row format (default: detected)"
+        )
+        command.add_argument(
+            "--limit", type=int, metavar="N", help="use only the first N rows (quick runs)"
+        )
+    evaluate.add_argument(
+        "--out",
+        type=Path,
+        default=Path("kallm-eval"),
+        metavar="DIR",
+        help="where report.json and pr_curve.png go (default ./kallm-eval)",
+    )
+    evaluate.add_argument(
+        "--threshold",
+        type=float,
+        metavar="T",
+        help="kallm's similarity threshold (default: KALLM_SIMILARITY_THRESHOLD or calibrated)",
+    )
+    evaluate.add_argument(
+        "--verifier-threshold",
+        type=float,
+        metavar="P",
+        help="kallm's minimum verifier probability (default: KALLM_VERIFIER_THRESHOLD or "
+        "calibrated)",
+    )
+    calibrate.add_argument(
+        "--target-precision",
+        type=float,
+        default=0.98,
+        metavar="P",
+        help="precision the chosen setting must reach, 0-1 (default 0.98)",
+    )
+    calibrate.add_argument(
+        "--no-verifier",
+        dest="verifier",
+        action="store_false",
+        help="calibrate the cosine threshold alone (for KALLM_VERIFIER=false)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "limit", None) is not None and args.limit < 1:
+        parser.error("--limit must be at least 1")
+    if not 0 <= getattr(args, "target_precision", 0) <= 1:
+        parser.error("--target-precision must be between 0 and 1")
     if args.command == "serve":
         overrides: dict[str, Any] = {name: getattr(args, name) for name in SETTING_HELP}
         try:
@@ -71,6 +153,26 @@ def main(argv: Sequence[str] | None = None) -> None:
         from kallm.demo import run_demo
 
         run_demo(args.latency)
+    else:
+        from kallm.evaluate import EvalError, calibrate_command, eval_command
+
+        try:
+            if args.command == "eval":
+                code = eval_command(
+                    args.file,
+                    args.protocol,
+                    args.limit,
+                    args.out,
+                    args.threshold,
+                    args.verifier_threshold,
+                )
+            else:
+                code = calibrate_command(
+                    args.file, args.protocol, args.limit, args.target_precision, args.verifier
+                )
+        except (EvalError, SettingsError) as error:
+            sys.exit(f"kallm: {error}")
+        sys.exit(code)
 
 
 if __name__ == "__main__":

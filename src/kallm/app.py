@@ -16,14 +16,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kallm.embedders import Embedder, LocalEmbedder, RemoteEmbedder
+from kallm.match.matcher import Matcher
+from kallm.match.verifier import Verifier
 from kallm.metrics import Metrics
 from kallm.passthrough import Passthrough
 from kallm.pricing import PriceTable
-from kallm.proxy import ChatProxy
+from kallm.proxy import ChatProxy, Decision
 from kallm.settings import Settings
 from kallm.storage import MemoryStore, Store
 
 log = logging.getLogger("kallm")
+
+# Without a verifier, one cosine threshold decides; 0.95 is the precise end of its curve.
+UNCALIBRATED_THRESHOLD = 0.95
 
 
 @dataclass
@@ -61,17 +66,24 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
         )
         store = parts.store or MemoryStore(settings.max_cache_size)
         embedder = parts.embedder or await _default_embedder(settings, client, api_key)
+        verifier = _verifier(settings, embedder.name)
+        decision = decide_defaults(settings, verifier)
+        matcher = Matcher(store, embedder.name, verifier)
         running.append(
             Running(
-                ChatProxy(settings, store, embedder, client, metrics, prices),
+                ChatProxy(settings, store, embedder, matcher, decision, client, metrics, prices),
                 Passthrough(client, settings.openai_base_url, api_key),
                 store,
             )
         )
-        log.info(
-            "kallm ready",
-            extra={"fields": {"upstream": settings.openai_base_url, "embedder": embedder.name}},
-        )
+        fields = {
+            "upstream": settings.openai_base_url,
+            "embedder": embedder.name,
+            "verifier": verifier is not None,
+            "similarity_threshold": decision.threshold,
+            "verifier_threshold": decision.min_probability if verifier else None,
+        }
+        log.info("kallm ready", extra={"fields": fields})
         try:
             yield
         finally:
@@ -135,3 +147,30 @@ async def _default_embedder(
     embedder = await asyncio.to_thread(LocalEmbedder)
     await embedder.embed("warm up")
     return embedder
+
+
+def _verifier(settings: Settings, embedding_model: str) -> Verifier | None:
+    """The verifier, when it is on and was trained with this embedding model."""
+    if not settings.verifier:
+        return None
+    verifier = Verifier.load()
+    if verifier.calibration.embedding_model != embedding_model:
+        log.warning(
+            "verifier off: it was trained with %s, not %s; HITs are decided by similarity alone",
+            verifier.calibration.embedding_model,
+            embedding_model,
+        )
+        return None
+    return verifier
+
+
+def decide_defaults(settings: Settings, verifier: Verifier | None) -> Decision:
+    """Settings win; otherwise the calibrated defaults (or cosine 0.95 without a verifier)."""
+    calibrated = verifier.calibration if verifier else None
+    threshold = settings.similarity_threshold
+    if threshold is None:
+        threshold = calibrated.similarity_threshold if calibrated else UNCALIBRATED_THRESHOLD
+    min_probability = settings.verifier_threshold
+    if min_probability is None:
+        min_probability = calibrated.min_probability if calibrated else 0.0
+    return Decision(threshold, min_probability)

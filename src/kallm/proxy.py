@@ -20,12 +20,13 @@ from starlette.responses import Response, StreamingResponse
 
 from kallm import keys, policy, upstream
 from kallm.embedders.base import Embedder
+from kallm.match.matcher import Candidate, Matcher
 from kallm.metrics import Metrics
 from kallm.pricing import PriceTable
 from kallm.providers import openai_chat as chat
 from kallm.settings import Settings
 from kallm.sse import SSEParser
-from kallm.storage.base import Entry, Hit, Store, Vector
+from kallm.storage.base import Entry, Store, Vector
 
 ROUTE = "chat.completions"
 log = logging.getLogger("kallm")
@@ -33,12 +34,21 @@ log = logging.getLogger("kallm")
 
 @dataclass
 class Lookup:
-    """What the cache knew: a hit to serve, or the best rejected candidate, and the vector
-    computed on the way (reused when the answer is stored)."""
+    """What the cache knew: the candidate to serve (if any), the nearest candidate, and the
+    vector computed on the way (reused when the answer is stored)."""
 
-    hit: Hit | None = None
-    best_similarity: float | None = None
+    hit: Candidate | None = None
+    nearest: Candidate | None = None
     vector: Vector | None = None
+    exact: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How semantic candidates are judged by default (per request, X-Kallm-Threshold wins)."""
+
+    threshold: float
+    min_probability: float
 
 
 class ChatProxy:
@@ -47,6 +57,8 @@ class ChatProxy:
         settings: Settings,
         store: Store,
         embedder: Embedder,
+        matcher: Matcher,
+        decision: Decision,
         client: httpx.AsyncClient,
         metrics: Metrics,
         prices: PriceTable,
@@ -54,6 +66,8 @@ class ChatProxy:
         self._settings = settings
         self._store = store
         self._embedder = embedder
+        self._matcher = matcher
+        self._decision = decision
         self._client = client
         self._metrics = metrics
         self._prices = prices
@@ -72,7 +86,7 @@ class ChatProxy:
         try:
             payload = chat.parse_request(body)
             rules = policy.request_policy(
-                request.headers, self._settings.similarity_threshold, self._settings.cache_ttl
+                request.headers, self._decision.threshold, self._settings.cache_ttl
             )
             client_key = None if self._api_key else request.headers.get("authorization")
             namespace = keys.namespace(request.headers.get("x-kallm-namespace"), client_key)
@@ -83,7 +97,7 @@ class ChatProxy:
         key = keys.cache_key(namespace, ROUTE, parts.context, parts.final, parts.text)
         found = await self._lookup(key, rules.threshold) if rules.lookup else Lookup()
         if found.hit is not None:
-            return await self._replay(payload, found.hit, started)
+            return await self._replay(payload, found, started)
 
         outcome = "MISS" if rules.lookup else "BYPASS"
         try:
@@ -100,9 +114,7 @@ class ChatProxy:
             return self._no_answer(started, failure.status, str(failure), outcome, namespace)
 
         headers = upstream.response_headers(sent.headers, decoded=True)
-        headers["x-kallm-cache"] = outcome
-        if found.best_similarity is not None:
-            headers["x-kallm-similarity"] = f"{found.best_similarity:.4f}"
+        headers.update(_match_headers(outcome, found.nearest, accepted=False))
         store = rules.store and sent.status_code == 200
         if sent.status_code != 200:
             self._metrics.upstream_error(ROUTE)
@@ -122,38 +134,38 @@ class ChatProxy:
             await sent.aclose()
         if commit is not None:
             await commit.json(answer)
-        self._count(outcome, started, sent.status_code, found.best_similarity, namespace)
+        similarity = found.nearest.similarity if found.nearest else None
+        self._count(outcome, started, sent.status_code, similarity, namespace)
         return Response(answer, sent.status_code, headers=headers)
 
     async def _lookup(self, key: keys.CacheKey, threshold: float) -> Lookup:
         now = time.time()
         try:
             entry = await self._store.get_exact(key.namespace, key.exact, now)
-            if entry is not None:
-                return Lookup(hit=Hit(entry, 1.0), best_similarity=1.0)
-            if key.text is None:
-                return Lookup()
         except Exception:
             self._cache_failed("store")
+            return Lookup()
+        if entry is not None:
+            exact = Candidate(entry, 1.0, None)
+            return Lookup(hit=exact, nearest=exact, exact=True)
+        if key.text is None:
             return Lookup()
         vector = await self._embed(key.text)
         if vector is None:
             return Lookup()
         try:
-            candidates = await self._store.search(
-                key.namespace, key.partition, vector, self._embedder.name, 1, now
+            candidates = await self._matcher.candidates(
+                key.namespace, key.partition, key.text, vector, threshold, now
             )
         except Exception:
             self._cache_failed("store")
             return Lookup(vector=vector)
         if not candidates:
             return Lookup(vector=vector)
-        best = candidates[0]
-        accepted = policy.accept(best.similarity, threshold)
-        self._metrics.candidate(best.similarity, accepted)
-        return Lookup(
-            hit=best if accepted else None, best_similarity=best.similarity, vector=vector
-        )
+        hit = policy.choose(candidates, threshold, self._decision.min_probability)
+        nearest = hit or candidates[0]
+        self._metrics.candidate(nearest.similarity, accepted=hit is not None)
+        return Lookup(hit=hit, nearest=nearest, vector=vector)
 
     async def _embed(self, text: str) -> Vector | None:
         try:
@@ -162,18 +174,19 @@ class ChatProxy:
             self._cache_failed("embedder")
             return None
 
-    async def _replay(self, payload: dict[str, Any], hit: Hit, started: float) -> Response:
-        entry = hit.entry
+    async def _replay(self, payload: dict[str, Any], found: Lookup, started: float) -> Response:
+        assert found.hit is not None
+        entry, similarity = found.hit.entry, found.hit.similarity
         try:
             await self._store.record_hit(entry, time.time())
         except Exception:
             self._cache_failed("store")
         usage = entry.extra.get("usage") or {}
         self._metrics.hit(
-            hit.similarity < 1.0, entry.model, usage, self._prices.cost(entry.model, usage)
+            not found.exact, entry.model, usage, self._prices.cost(entry.model, usage)
         )
-        headers = {"x-kallm-cache": "HIT", "x-kallm-similarity": f"{hit.similarity:.4f}"}
-        self._log(started, 200, "hit", hit.similarity, entry.namespace)
+        headers = _match_headers("HIT", found.hit, accepted=True)
+        self._log(started, 200, "hit", similarity, entry.namespace)
         self._metrics.request(ROUTE, "hit", time.perf_counter() - started)
         if chat.wants_stream(payload):
             return StreamingResponse(
@@ -335,3 +348,15 @@ class _Commit:
 async def _iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
     for chunk in chunks:
         yield chunk
+
+
+def _match_headers(outcome: str, candidate: Candidate | None, accepted: bool) -> dict[str, str]:
+    """X-Kallm-Cache, and for the candidate served or nearest: its similarity and, when the
+    verifier judged it, its verdict and score."""
+    headers = {"x-kallm-cache": outcome}
+    if candidate is not None:
+        headers["x-kallm-similarity"] = f"{candidate.similarity:.4f}"
+        if candidate.probability is not None:
+            headers["x-kallm-verifier"] = "accepted" if accepted else "rejected"
+            headers["x-kallm-verifier-score"] = f"{candidate.probability:.4f}"
+    return headers

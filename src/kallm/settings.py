@@ -51,9 +51,14 @@ class Settings(BaseSettings):
     openai_base_url: Annotated[str, _env("OPENAI_BASE_URL")] = "https://api.openai.com/v1"
     port: Annotated[int, _env("KALLM_PORT"), Field(ge=1, le=65535)] = 8080
     host: Annotated[str, _env("KALLM_HOST")] = "0.0.0.0"
+    # None: the calibrated default of the embedding model (README, "How kallm decides a HIT").
     similarity_threshold: Annotated[
-        float, _env("KALLM_SIMILARITY_THRESHOLD"), Field(ge=0, le=1)
-    ] = 0.95
+        float | None, _env("KALLM_SIMILARITY_THRESHOLD"), Field(ge=0, le=1)
+    ] = None
+    verifier: Annotated[bool, _env("KALLM_VERIFIER")] = True
+    verifier_threshold: Annotated[
+        float | None, _env("KALLM_VERIFIER_THRESHOLD"), Field(ge=0, le=1)
+    ] = None
     cache_ttl: Annotated[float, _env("KALLM_CACHE_TTL")] = 24 * 3600.0
     max_cache_size: Annotated[int, _env("KALLM_MAX_CACHE_SIZE"), Field(ge=1)] = 10_000
     embedding_model: Annotated[str, _env("KALLM_EMBEDDING_MODEL")] = DEFAULT_LOCAL_MODEL

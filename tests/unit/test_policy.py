@@ -1,6 +1,8 @@
+from dataclasses import dataclass
+
 import pytest
 
-from kallm.policy import InvalidPolicyHeader, accept, request_policy
+from kallm.policy import InvalidPolicyHeader, accept, choose, request_policy
 
 
 def test_defaults():
@@ -44,6 +46,22 @@ def test_invalid_overrides(headers):
         request_policy(headers, 0.95, 60)
 
 
-def test_accept_is_inclusive_of_the_threshold():
-    assert accept(0.95, 0.95)
-    assert not accept(0.9499, 0.95)
+def test_accept_needs_the_similarity_and_the_verifier():
+    assert accept(0.95, None, 0.95, 0.5)  # no verifier: the threshold alone, inclusive
+    assert not accept(0.9499, None, 0.95, 0.5)
+    assert accept(0.90, 0.8, 0.85, 0.8)
+    assert not accept(0.99, 0.79, 0.85, 0.8)  # the verifier vetoes a close candidate
+    assert not accept(0.84, 0.99, 0.85, 0.8)  # and cannot rescue a far one
+
+
+@dataclass
+class Scored:
+    similarity: float
+    probability: float | None
+
+
+def test_choose_takes_the_nearest_accepted_candidate():
+    near, far = Scored(0.97, 0.2), Scored(0.91, 0.9)
+    assert choose([near, far], 0.9, 0.5) is far
+    assert choose([near], 0.9, 0.5) is None
+    assert choose([], 0.9, 0.5) is None

@@ -32,7 +32,8 @@ def test_defaults(monkeypatch):
     assert settings.openai_api_key is None
     assert settings.openai_base_url == "https://api.openai.com/v1"
     assert (settings.port, settings.host) == (8080, "0.0.0.0")
-    assert settings.similarity_threshold == 0.95
+    assert settings.similarity_threshold is None  # the calibrated default
+    assert settings.verifier is True and settings.verifier_threshold is None
     assert settings.cache_ttl == 86400
     assert settings.max_cache_size == 10_000
     assert settings.remote_embedding_model is None

@@ -12,8 +12,9 @@ class Embedder(Protocol):
 
     name: str
 
-    async def embed(self, text: str) -> Vector:
-        """A unit-length float32 vector for `text`."""
+    async def embed(self, text: str) -> Vector | None:
+        """A unit-length float32 vector for `text`, or None when the text is longer than the
+        model reads (such texts are matched exactly only)."""
         ...
 
     async def close(self) -> None: ...

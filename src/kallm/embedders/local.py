@@ -12,7 +12,7 @@ from importlib import resources
 
 import numpy as np
 import onnxruntime
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from kallm.storage.base import Vector
 
@@ -41,20 +41,38 @@ class LocalEmbedder:
         )
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kallm-embed")
 
-    def embed_sync(self, text: str) -> Vector:
+    def embed_sync(self, text: str) -> Vector | None:
+        """The text's vector, or None when it is longer than the model's window: two texts
+        that agree on their first 256 word pieces would embed alike however they end."""
         encoding = self._tokenizer.encode(text)
-        ids = np.array([encoding.ids], dtype=np.int64)
-        mask = np.array([encoding.attention_mask], dtype=np.int64)
+        if encoding.overflowing:
+            return None
+        vector: Vector = self._run([encoding])[0]
+        return vector
+
+    def embed_batch(self, texts: list[str]) -> Vector:
+        """One unit vector per text (of its first 256 word pieces), as rows."""
+        return self._run(self._tokenizer.encode_batch(texts))
+
+    def _run(self, encodings: list[Encoding]) -> Vector:
+        # A batch pads to its longest text; the attention mask keeps padding out of the mean.
+        longest = max(len(e.ids) for e in encodings)
+        ids = np.zeros((len(encodings), longest), dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, encoding in enumerate(encodings):
+            ids[row, : len(encoding.ids)] = encoding.ids
+            mask[row, : len(encoding.ids)] = 1
         hidden: Vector
         (hidden,) = self._session.run(
             ["last_hidden_state"],
             {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
         )
-        pooled: Vector = (hidden[0] * mask[0, :, None]).sum(axis=0, dtype=np.float32)
-        norm = float(np.linalg.norm(pooled))
-        return pooled / (norm or 1.0)
+        pooled: Vector = (hidden * mask[:, :, None]).sum(axis=1, dtype=np.float32)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        unit: Vector = pooled / np.maximum(norms, np.float32(1e-12))
+        return unit
 
-    async def embed(self, text: str) -> Vector:
+    async def embed(self, text: str) -> Vector | None:
         return await asyncio.get_running_loop().run_in_executor(self._pool, self.embed_sync, text)
 
     async def close(self) -> None:

@@ -7,6 +7,10 @@ import numpy as np
 
 from kallm.storage.base import Vector
 
+# OpenAI's embedding models read 8,191 tokens; at fewer than 3 characters a token a longer
+# text might be cut, so it is matched exactly only.
+MAX_CHARACTERS = 3 * 8191
+
 
 class EmbeddingError(RuntimeError):
     pass
@@ -20,7 +24,9 @@ class RemoteEmbedder:
         self._headers = {"authorization": f"Bearer {api_key}"}
         self._model = model
 
-    async def embed(self, text: str) -> Vector:
+    async def embed(self, text: str) -> Vector | None:
+        if len(text) > MAX_CHARACTERS:
+            return None
         response = await self._client.post(
             self._url, headers=self._headers, json={"model": self._model, "input": text}
         )

@@ -1,0 +1,401 @@
+"""Pair features for the verifier: what cosine similarity misses.
+
+Sentence embeddings put "capital of France" next to "capital of Germany", "5 km" next to
+"50 km" and "USD to EUR" next to "EUR to USD". These features look at the words: content
+words one side has and the other lacks, numbers, negation, antonyms, direction, output format,
+language. All are generic (no list is drawn from an evaluation set), cheap (tens of
+microseconds) and pure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+_TOKEN = re.compile(r"\d+(?:[.,:/]\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
+
+STOPWORDS = frozenset(
+    """a an the of to in on at for from by with about as into onto over under between through
+    during before after above below up down out off again further then once here there when
+    where why how what which who whom whose this that these those i me my mine myself we us our
+    ours you your yours he him his she her hers it its they them their theirs am is are was were
+    be been being have has had having do does did doing would should could can will shall may
+    might must and but or nor so yet if because while until than too very just also only own
+    same such both each few more most other some any all there's it's what's how's let's please
+    tell explain give show know want need like get make anyone someone something anything one
+    way ways best good really much many thing things kind sort use used using s t""".split()
+)
+
+# Negations, and verbs and prepositions that turn a request around ("exercises to avoid").
+NEGATIONS = frozenset(
+    "not no never without none nobody nothing neither nor cannot cant can't don't doesn't "
+    "didn't isn't aren't wasn't weren't won't wouldn't shouldn't couldn't hasn't haven't "
+    "hadn't mustn't unable avoid against stop prevent except excluding instead lack".split()
+)
+
+# Common opposites in prompts; each pair is symmetric.
+_ANTONYMS = [
+    ("enable", "disable"),
+    ("increase", "decrease"),
+    ("add", "remove"),
+    ("start", "stop"),
+    ("open", "close"),
+    ("buy", "sell"),
+    ("import", "export"),
+    ("upload", "download"),
+    ("encrypt", "decrypt"),
+    ("encode", "decode"),
+    ("install", "uninstall"),
+    ("lock", "unlock"),
+    ("gain", "lose"),
+    ("win", "lose"),
+    ("before", "after"),
+    ("above", "below"),
+    ("min", "max"),
+    ("minimum", "maximum"),
+    ("first", "last"),
+    ("best", "worst"),
+    ("more", "less"),
+    ("most", "least"),
+    ("high", "low"),
+    ("higher", "lower"),
+    ("highest", "lowest"),
+    ("big", "small"),
+    ("bigger", "smaller"),
+    ("biggest", "smallest"),
+    ("large", "small"),
+    ("larger", "smaller"),
+    ("largest", "smallest"),
+    ("long", "short"),
+    ("longer", "shorter"),
+    ("fast", "slow"),
+    ("faster", "slower"),
+    ("hot", "cold"),
+    ("warm", "cool"),
+    ("heavy", "light"),
+    ("cheap", "expensive"),
+    ("safe", "dangerous"),
+    ("legal", "illegal"),
+    ("allowed", "forbidden"),
+    ("allow", "deny"),
+    ("accept", "reject"),
+    ("true", "false"),
+    ("positive", "negative"),
+    ("good", "bad"),
+    ("right", "wrong"),
+    ("left", "right"),
+    ("north", "south"),
+    ("east", "west"),
+    ("up", "down"),
+    ("in", "out"),
+    ("inside", "outside"),
+    ("input", "output"),
+    ("push", "pull"),
+    ("send", "receive"),
+    ("early", "late"),
+    ("earlier", "later"),
+    ("young", "old"),
+    ("new", "old"),
+    ("male", "female"),
+    ("men", "women"),
+    ("man", "woman"),
+    ("boy", "girl"),
+    ("summer", "winter"),
+    ("spring", "autumn"),
+    ("day", "night"),
+    ("morning", "evening"),
+    ("rich", "poor"),
+    ("strong", "weak"),
+    ("easy", "hard"),
+    ("easy", "difficult"),
+    ("success", "failure"),
+    ("pros", "cons"),
+    ("advantages", "disadvantages"),
+    ("benefits", "risks"),
+    ("agree", "disagree"),
+    ("like", "dislike"),
+    ("love", "hate"),
+    ("include", "exclude"),
+    ("always", "never"),
+    ("everything", "nothing"),
+    ("public", "private"),
+    ("internal", "external"),
+    ("client", "server"),
+    ("sync", "async"),
+    ("synchronous", "asynchronous"),
+    ("ascending", "descending"),
+    ("uppercase", "lowercase"),
+    ("horizontal", "vertical"),
+    ("row", "column"),
+    ("rows", "columns"),
+    ("light", "dark"),
+    ("wet", "dry"),
+    ("full", "empty"),
+    ("raise", "lower"),
+    ("expand", "collapse"),
+    ("compress", "decompress"),
+    ("merge", "split"),
+    ("join", "leave"),
+    ("connect", "disconnect"),
+    ("on", "off"),
+]
+ANTONYMS = frozenset(_ANTONYMS) | frozenset((b, a) for a, b in _ANTONYMS)
+_ARTICLES = frozenset({"a", "an", "the"})
+_NEGATING_PREFIXES = ("un", "dis", "non", "in", "im", "il", "ir", "anti", "de")
+
+# Words that ask for a shape or length of answer rather than a topic.
+FORMAT_WORDS = frozenset(
+    """sentence sentences paragraph paragraphs words detail detailed brief briefly concise
+    concisely tldr bullet bullets bulleted numbered table tables json yaml xml csv markdown
+    html essay poem haiku limerick tweet eli5 outline""".split()
+)
+
+LANGUAGE_NAMES = frozenset(
+    """english french spanish german italian portuguese dutch russian chinese mandarin
+    cantonese japanese korean arabic hindi bengali urdu turkish polish swedish norwegian danish
+    finnish greek hebrew vietnamese thai indonesian malay ukrainian czech romanian hungarian
+    persian farsi swahili latin""".split()
+)
+
+# Function words that identify a language; a sentence's language is the one it uses most.
+_LANGUAGE_WORDS = {
+    "en": "the is are what how why which who of and to in for with you your does do can".split(),
+    "fr": "le la les est sont quel quelle quels comment pourquoi qui de des et pour avec vous "
+    "une un du au est-ce".split(),
+    "es": "el la los las es son qué cuál cómo por qué quién de y para con usted una un del "
+    "cuáles".split(),
+    "de": "der die das ist sind was wie warum welche wer und für mit sie ein eine nicht "
+    "ich".split(),
+    "it": "il lo la gli le è sono che come perché quale chi di e per con una un del".split(),
+    "pt": "o a os as é são que como por quem de e para com uma um do da qual".split(),
+    "nl": "de het een is zijn wat hoe waarom welke wie van en voor met je niet".split(),
+}
+# A word that is also English ("a", "die", "do") says nothing about the language.
+_LANGUAGE_INDEX: dict[str, list[str]] = {}
+for _language, _words in _LANGUAGE_WORDS.items():
+    for _word in _words:
+        if _language == "en" or (_word not in STOPWORDS and _word not in _LANGUAGE_WORDS["en"]):
+            _LANGUAGE_INDEX.setdefault(_word, []).append(_language)
+
+_NUMBER_WORDS = {
+    word: str(value)
+    for value, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+        "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+} | {
+    "thirty": "30", "forty": "40", "fifty": "50", "sixty": "60", "seventy": "70",
+    "eighty": "80", "ninety": "90", "hundred": "100", "thousand": "1000",
+    "million": "1000000", "billion": "1000000000", "dozen": "12", "half": "0.5",
+    "first": "1", "second": "2", "third": "3", "fourth": "4", "fifth": "5", "once": "1",
+    "twice": "2", "single": "1", "double": "2", "triple": "3",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Text:
+    """A prompt broken into what the features compare."""
+
+    tokens: tuple[str, ...]
+    content: tuple[str, ...]  # stems of content words, in order
+    numbers: frozenset[str]
+    negations: int
+    formats: frozenset[str]
+    languages: frozenset[str]  # language names mentioned ("in Spanish")
+    language: str  # the language it is written in, or "" when unclear
+    script: str  # the dominant non-Latin script, or "latin"
+    entities: frozenset[str]  # capitalised words past the first
+
+
+def _stem(word: str) -> str:
+    """Strips one common English suffix; enough to match plurals and verb forms."""
+    for suffix in ("ies", "es", "s", "ing", "ed", "ly"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)] + ("y" if suffix == "ies" else "")
+    return word
+
+
+def _script(text: str) -> str:
+    counts: dict[str, int] = {}
+    for char in text:
+        if char.isalpha():
+            name = unicodedata.name(char, "")
+            script = name.split(" ")[0] if name else "?"
+            counts[script] = counts.get(script, 0) + 1
+    if not counts:
+        return "latin"
+    top = max(counts, key=lambda s: counts[s])
+    return "latin" if top == "LATIN" else top.lower()
+
+
+@lru_cache(maxsize=4096)
+def analyse(text: str) -> Text:
+    raw = _TOKEN.findall(text)
+    tokens = tuple(t.lower() for t in raw)
+    numbers = {t.replace(",", "") for t in tokens if t[0].isdigit()}
+    numbers |= {_NUMBER_WORDS[t] for t in tokens if t in _NUMBER_WORDS}
+    votes: dict[str, int] = {}
+    for token in tokens:
+        for language in _LANGUAGE_INDEX.get(token, ()):
+            votes[language] = votes.get(language, 0) + 1
+    language = ""
+    if votes:
+        ranked = sorted(votes.values(), reverse=True)
+        if len(ranked) == 1 or ranked[0] > ranked[1]:
+            language = max(votes, key=lambda name: votes[name])
+    return Text(
+        tokens=tokens,
+        content=tuple(
+            _stem(t)
+            for t in tokens
+            if t not in STOPWORDS
+            and t not in NEGATIONS
+            and not t[0].isdigit()
+            and t not in _NUMBER_WORDS
+        ),
+        numbers=frozenset(numbers),
+        negations=sum(t in NEGATIONS or t.endswith("n't") for t in tokens),
+        formats=frozenset(t for t in tokens if t in FORMAT_WORDS),
+        languages=frozenset(t for t in tokens if t in LANGUAGE_NAMES),
+        language=language,
+        script=_script(text),
+        entities=frozenset(t.lower() for t in raw[1:] if t[:1].isupper() and not t.isupper()),
+    )
+
+
+def _root(word: str) -> str:
+    """A crude common form: "increasing", "increases" and "increase" all give "increas"."""
+    return _stem(word).removesuffix("e")
+
+
+def _antonyms(a: Text, b: Text) -> bool:
+    only_a = {_root(t) for t in a.tokens} - {_root(t) for t in b.tokens}
+    only_b = {_root(t) for t in b.tokens} - {_root(t) for t in a.tokens}
+    if any((x, y) in _ANTONYM_ROOTS for x in only_a for y in only_b):
+        return True
+    # "able"/"unable", "connect"/"disconnect": one word is the other negated by a prefix.
+    return any(
+        len(shorter) >= 3 and longer == prefix + shorter
+        for x in only_a
+        for y in only_b
+        for shorter, longer in ((x, y), (y, x))
+        for prefix in _NEGATING_PREFIXES
+    )
+
+
+# Between two exchanged spans, these leave the meaning unchanged: "X and Y", "X vs Y".
+_SYMMETRIC = frozenset({"and", "or", "vs", "versus", "&", "with"})
+
+
+def _exchanged(a: Text, b: Text) -> bool:
+    """Whether `b` is `a` with two spans traded: "from London to Paris" / "from Paris to
+    London", "how many miles in a kilometer" / "how many kilometers in a mile"."""
+    # Articles may change with the nouns ("a kilometer" / "an integer"), but "A to Z" counts.
+    return _exchanged_in(
+        [_root(t) for t in a.tokens], [_root(t) for t in b.tokens]
+    ) or _exchanged_in(
+        [_root(t) for t in a.tokens if t not in _ARTICLES],
+        [_root(t) for t in b.tokens if t not in _ARTICLES],
+    )
+
+
+def _exchanged_in(x: list[str], y: list[str]) -> bool:
+    if x == y or sorted(x) != sorted(y):
+        return False
+    first = next(i for i in range(len(x)) if x[i] != y[i])
+    last = len(x) - next(i for i in range(len(x)) if x[-1 - i] != y[-1 - i])
+    # The traded spans may begin before the first difference or end after the last one
+    # ("non-www to www" / "www to non-www" share their last word).
+    for start in range(max(0, first - 3), first + 1):
+        for end in range(last, min(len(x), last + 3) + 1):
+            if _is_exchange(x[start:end], y[start:end]):
+                return True
+    return False
+
+
+def _is_exchange(x: list[str], y: list[str]) -> bool:
+    for head in range(1, len(x)):
+        for tail in range(1, len(x) - head + 1):
+            middle = x[head : len(x) - tail]
+            if y == x[len(x) - tail :] + middle + x[:head] and not set(middle) <= _SYMMETRIC:
+                return True
+    return False
+
+
+@lru_cache(maxsize=1)
+def _document_frequencies() -> tuple[int, dict[str, int]]:
+    table = json.loads(resources.files("kallm").joinpath("data/idf.json").read_text("utf-8"))
+    return int(table["documents"]), dict(table["df"])
+
+
+def rarity(word: str) -> float:
+    """Inverse document frequency scaled to 0..1: 1 for a word never seen in training."""
+    documents, frequencies = _document_frequencies()
+    return math.log(documents / frequencies.get(word, 1)) / math.log(documents)
+
+
+NAMES = (
+    "cosine",
+    "cosine_squared",
+    "content_jaccard",
+    "unmatched_share",
+    "unmatched_both_sides",
+    "numbers_differ",
+    "numbers_one_side",
+    "negation_differs",
+    "antonyms",
+    "exchanged",
+    "formats_differ",
+    "languages_differ",
+    "written_language_differs",
+    "entities_differ",
+    "length_ratio",
+    "rarest_unmatched",
+    "rare_unmatched_both_sides",
+    "rarity_weighted_overlap",
+)
+
+
+def features(a_text: str, b_text: str, cosine: float) -> list[float]:
+    """The verifier's inputs for a cached prompt `a_text` and a new prompt `b_text`."""
+    a, b = analyse(a_text), analyse(b_text)
+    set_a, set_b = set(a.content), set(b.content)
+    union = set_a | set_b
+    only_a, only_b = set_a - set_b, set_b - set_a
+    rare_a = [rarity(w) for w in only_a]
+    rare_b = [rarity(w) for w in only_b]
+    weights = {w: rarity(w) for w in union}
+    total = sum(weights.values())
+    language_differs = (a.script != b.script) or (
+        bool(a.language) and bool(b.language) and a.language != b.language
+    )
+    return [
+        cosine,
+        cosine * cosine,
+        len(set_a & set_b) / len(union) if union else 1.0,
+        len(only_a | only_b) / len(union) if union else 0.0,
+        float(bool(only_a) and bool(only_b)),
+        float(bool(a.numbers) and bool(b.numbers) and a.numbers != b.numbers),
+        float(bool(a.numbers) != bool(b.numbers)),
+        float(a.negations % 2 != b.negations % 2),
+        float(_antonyms(a, b)),
+        float(_exchanged(a, b)),
+        float(a.formats != b.formats),
+        float(a.languages != b.languages),
+        float(language_differs),
+        float(bool(a.entities ^ b.entities)),
+        min(len(a.tokens), len(b.tokens)) / max(1, len(a.tokens), len(b.tokens)),
+        # A paraphrase rewords with common words; a near-miss swaps a rare one (a name, a
+        # unit, a product) for another.
+        max(rare_a + rare_b, default=0.0),
+        min(max(rare_a, default=0.0), max(rare_b, default=0.0)),
+        sum(weights[w] for w in set_a & set_b) / total if total else 1.0,
+    ]
+
+
+_ANTONYM_ROOTS = frozenset((_root(x), _root(y)) for x, y in ANTONYMS)
