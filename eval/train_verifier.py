@@ -138,10 +138,10 @@ def write_idf(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--vectors", type=Path, default=Path("/tmp/kallm-emb"))
-    parser.add_argument("--interactions", action="store_true")
+    parser.add_argument("--no-interactions", dest="interactions", action="store_false")
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--nearmiss-weight", type=float, default=5.0)
-    parser.add_argument("--qqp-precision", type=float, default=0.87)
+    parser.add_argument("--qqp-precision", type=float, default=0.88)
     parser.add_argument("--nearmiss-false-hits", type=float, default=0.02)
     args = parser.parse_args()
 

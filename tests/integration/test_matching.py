@@ -1,0 +1,64 @@
+"""How kallm decides a semantic hit, seen from a client: verifier verdicts in headers and
+metrics, and long prompts matched exactly only."""
+
+import httpx
+
+INSTRUCTIONS = "Summarise the following report for an executive audience. " + " ".join(
+    f"Section {i} describes quarterly revenue, costs, hiring and risks in detail."
+    for i in range(40)
+)
+
+
+def test_a_paraphrase_hit_says_the_verifier_accepted(caller):
+    caller.chat("How many legs does a spider have?")
+    reply = caller.chat("How many legs do spiders have?")
+
+    assert reply.cache == "HIT"
+    assert reply.headers["x-kallm-verifier"] == "accepted"
+    assert float(reply.headers["x-kallm-verifier-score"]) >= 0.5
+    assert float(reply.similarity) < 1
+
+
+def test_a_near_miss_is_a_miss_that_says_the_verifier_rejected(caller, upstream):
+    caller.chat("Convert 100 USD to EUR")
+    reply = caller.chat("Convert 100 EUR to USD", headers={"X-Kallm-Threshold": "0.9"})
+
+    assert reply.cache == "MISS"
+    assert reply.headers["x-kallm-verifier"] == "rejected"
+    assert float(reply.headers["x-kallm-verifier-score"]) == 0.0
+    assert float(reply.similarity) > 0.9  # cosine alone would have served it
+    assert "EUR to USD" in (reply.content or "")
+    assert len(upstream.chat_calls()) == 2
+
+
+def test_exact_hits_skip_the_verifier(caller):
+    caller.chat("Name three primary colours.")
+    reply = caller.chat("Name three primary colours.")
+    assert (reply.cache, reply.similarity) == ("HIT", "1.0000")
+    assert "x-kallm-verifier" not in reply.headers
+
+
+def test_metrics_show_similarities_of_hits_and_near_misses(caller, kallm):
+    caller.chat("How do I enable dark mode on my phone?")
+    caller.chat("How do I enable dark mode on my phone, please?")
+    caller.chat("How do I disable dark mode on my phone?", headers={"X-Kallm-Threshold": "0.8"})
+    text = httpx.get(f"{kallm.root}/metrics").text
+    for decision in ("hit", "rejected"):
+        line = next(
+            ln
+            for ln in text.splitlines()
+            if ln.startswith(f'kallm_candidate_similarity_count{{decision="{decision}"}}')
+        )
+        assert float(line.split()[-1]) >= 1
+
+
+def test_prompts_longer_than_the_model_reads_match_exactly_only(caller, upstream):
+    first = INSTRUCTIONS + " Appendix: the Berlin office closed in March."
+    second = INSTRUCTIONS + " Appendix: the Lisbon office opened in June."
+
+    assert caller.chat(first).cache == "MISS"
+    other = caller.chat(second, headers={"X-Kallm-Threshold": "0"})
+    assert other.cache == "MISS"  # the same first 256 word pieces, another document
+    assert "x-kallm-similarity" not in other.headers
+    assert caller.chat(first).cache == "HIT"  # an exact repeat still hits
+    assert len(upstream.chat_calls()) == 2
