@@ -42,23 +42,24 @@ def main() -> None:
     for name, path in sets.items():
         eval_command(path, None, None, args.out / name, None, None)
         report = json.loads((args.out / name / "report.json").read_text())
-        cosine, kallm = report["systems"]["cosine"], report["systems"]["kallm"]
-
-        def point(system: dict) -> str:
-            h = system["headline"]
-            return f"{h['precision'] or 0:.3f} / {h['recall']:.3f} / {h['false_hits']}"
-
-        def at(target: str) -> str:
-            values = [s["recall_at_precision"][target] for s in (cosine, kallm)]
-            return " / ".join("-" if v is None else f"{v:.3f}" for v in values)
-
+        systems = (report["systems"]["cosine"], report["systems"]["kallm"])
         lines.append(
-            f"| {name} | {report['counts']['asked']} | {point(cosine)} | {point(kallm)} "
-            f"| {at('0.95')} | {at('0.90')} |"
+            f"| {name} | {report['counts']['asked']} | {_point(systems[0])} | {_point(systems[1])} "
+            f"| {_recalls(systems, '0.95')} | {_recalls(systems, '0.90')} |"
         )
     table = "\n".join(lines)
     (args.out / "table.md").write_text(table + "\n")
     print(table)
+
+
+def _point(system: dict) -> str:
+    h = system["headline"]
+    return f"{h['precision'] or 0:.3f} / {h['recall']:.3f} / {h['false_hits']}"
+
+
+def _recalls(systems: tuple[dict, dict], target: str) -> str:
+    values = [s["recall_at_precision"][target] for s in systems]
+    return " / ".join("-" if v is None else f"{v:.3f}" for v in values)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ on the tune parts only; eval/data/nearmiss_test.jsonl, MRPC validation and QQP v
 are for reporting.
 
     .venv/bin/pip install scikit-learn
-    .venv/bin/python eval/embed_cache.py        # once: embeds every text (about 5 minutes)
-    .venv/bin/python eval/train_verifier.py     # about a minute
+    .venv/bin/python eval/embed_cache.py        # once: embeds every text (about 12 minutes)
+    .venv/bin/python eval/train_verifier.py     # about a minute; then eval/report.py
 """
 
 from __future__ import annotations
