@@ -66,7 +66,7 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
         )
         store = parts.store or MemoryStore(settings.max_cache_size)
         embedder = parts.embedder or await _default_embedder(settings, client, api_key)
-        verifier = _verifier(settings, embedder.name)
+        verifier = load_verifier(settings, embedder.name)
         decision = decide_defaults(settings, verifier)
         matcher = Matcher(store, embedder.name, verifier)
         running.append(
@@ -149,7 +149,7 @@ async def _default_embedder(
     return embedder
 
 
-def _verifier(settings: Settings, embedding_model: str) -> Verifier | None:
+def load_verifier(settings: Settings, embedding_model: str) -> Verifier | None:
     """The verifier, when it is on and was trained with this embedding model."""
     if not settings.verifier:
         return None

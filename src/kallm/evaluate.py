@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from kallm import keys, policy
-from kallm.app import UNCALIBRATED_THRESHOLD, _verifier, decide_defaults
+from kallm.app import UNCALIBRATED_THRESHOLD, decide_defaults, load_verifier
 from kallm.embedders import LocalEmbedder
 from kallm.match.matcher import Candidate, Matcher
 from kallm.match.verifier import Verifier
@@ -331,7 +331,7 @@ def _need_verifier(**settings: Any) -> tuple[Verifier, Decision]:
     # trained for; flags (or KALLM_* variables) override the calibrated thresholds.
     config = load_settings(verifier=True, embedding_model=DEFAULT_LOCAL_MODEL, **settings)
     try:
-        verifier = _verifier(config, LocalEmbedder.name)
+        verifier = load_verifier(config, LocalEmbedder.name)
     except (OSError, ValueError, KeyError) as error:
         raise EvalError(f"cannot load the verifier: {error}") from None
     if verifier is None:
