@@ -219,7 +219,7 @@ def main() -> None:
     ]
     spec = {
         "about": "kallm verifier; reproduce with eval/train_verifier.py "
-        + ("--interactions " if args.interactions else "")
+        + ("" if args.interactions else "--no-interactions ")
         + f"--hidden {args.hidden} --nearmiss-weight {args.nearmiss_weight:g}",
         "embedding_model": "all-MiniLM-L6-v2",
         "features": list(NAMES),
