@@ -27,6 +27,7 @@ SETTING_HELP = {
     "upstream_timeout": "seconds to wait for the upstream to connect, answer and each read (300)",
     "max_body_size": "largest request body in bytes (default 10485760)",
     "prices_file": "JSON price table replacing the built-in one",
+    "backend": "store: memory (default), sqlite:///path.db, redis://..., postgresql://...",
 }
 
 
@@ -130,13 +131,68 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="calibrate the cosine threshold alone (for KALLM_VERIFIER=false)",
     )
+    manage = {
+        "warm": "pre-load answers from JSON lines (as export writes them), with a progress bar",
+        "export": "write every cached entry as JSON lines that warm reads back",
+        "entries": "list cached entries",
+        "clear": "delete every cached entry, or one namespace's",
+    }
+    for name, text in manage.items():
+        command = commands.add_parser(
+            name,
+            help=text,
+            description=f"{text[0].upper()}{text[1:]}, through a running kallm's management "
+            "API (enabled there by KALLM_ADMIN_TOKEN).",
+        )
+        command.add_argument("--url", help="kallm's address [KALLM_URL, http://127.0.0.1:8080]")
+        command.add_argument("--token", help="its admin token [KALLM_ADMIN_TOKEN]")
+        if name == "warm":
+            command.add_argument("file", type=Path, metavar="FILE", help="JSON lines")
+        else:
+            command.add_argument("--namespace", help="only this namespace")
+        if name == "entries":
+            command.add_argument("--model", help="only this model")
+            command.add_argument("--search", help="prompts containing this text")
+            command.add_argument("--offset", type=int, default=0)
+            command.add_argument("--limit", type=int, default=50)
     return parser
+
+
+def _manage(args: argparse.Namespace) -> None:
+    from kallm import manage
+    from kallm.settings import ClientSettings
+
+    defaults = ClientSettings()
+    token = args.token or (
+        defaults.admin_token.get_secret_value() if defaults.admin_token else None
+    )
+    try:
+        with manage.Client(args.url or defaults.url, token) as client:
+            if args.command == "warm":
+                totals = manage.warm(client, args.file)
+                print(
+                    f"stored {totals['stored']}, skipped {totals['skipped']}, "
+                    f"errors {totals['errors']}"
+                )
+            elif args.command == "export":
+                count = manage.export(client, args.namespace)
+                print(f"kallm: exported {count} entries", file=sys.stderr)
+            elif args.command == "entries":
+                params = {"namespace": args.namespace, "model": args.model, "q": args.search,
+                          "offset": args.offset, "limit": args.limit}  # fmt: skip
+                manage.print_entries(client, {k: v for k, v in params.items() if v is not None})
+            else:
+                params = {"namespace": args.namespace} if args.namespace else {}
+                deleted = client.call("DELETE", "/admin/cache", params=params).json()["deleted"]
+                print(f"deleted {deleted} entries")
+    except manage.ManageError as error:
+        sys.exit(f"kallm: {error}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
-    if getattr(args, "limit", None) is not None and args.limit < 1:
+    if args.command in {"eval", "calibrate"} and args.limit is not None and args.limit < 1:
         parser.error("--limit must be at least 1")
     if not 0 <= getattr(args, "target_precision", 0) <= 1:
         parser.error("--target-precision must be between 0 and 1")
@@ -149,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         from kallm.server import serve
 
         serve(settings)
+    elif args.command in {"warm", "export", "entries", "clear"}:
+        _manage(args)
     elif args.command == "demo":
         from kallm.demo import run_demo
 

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -15,15 +15,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from kallm.admin import Admin
 from kallm.embedders import Embedder, LocalEmbedder, RemoteEmbedder
 from kallm.match.matcher import Matcher
 from kallm.match.verifier import Verifier
 from kallm.metrics import Metrics
 from kallm.passthrough import Passthrough
 from kallm.pricing import PriceTable
+from kallm.providers.openai_chat import error_body
 from kallm.proxy import ChatProxy, Decision
 from kallm.settings import Settings
-from kallm.storage import MemoryStore, Store
+from kallm.storage import Store
+from kallm.storage.factory import open_store
 
 log = logging.getLogger("kallm")
 
@@ -46,6 +49,7 @@ class Running:
     proxy: ChatProxy
     passthrough: Passthrough
     store: Store
+    admin: Admin | None
 
 
 def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
@@ -64,17 +68,18 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
             ),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
         )
-        store = parts.store or MemoryStore(settings.max_cache_size)
+        store = parts.store or await open_store(settings.backend, settings.max_cache_size)
         embedder = parts.embedder or await _default_embedder(settings, client, api_key)
         verifier = load_verifier(settings, embedder.name)
         decision = decide_defaults(settings, verifier)
         matcher = Matcher(store, embedder.name, verifier)
+        proxy = ChatProxy(settings, store, embedder, matcher, decision, client, metrics, prices)
+        admin = None
+        if settings.admin_token is not None:
+            token = settings.admin_token.get_secret_value()
+            admin = Admin(token, store, proxy, settings.cache_ttl)
         running.append(
-            Running(
-                ChatProxy(settings, store, embedder, matcher, decision, client, metrics, prices),
-                Passthrough(client, settings.openai_base_url, api_key),
-                store,
-            )
+            Running(proxy, Passthrough(client, settings.openai_base_url, api_key), store, admin)
         )
         fields = {
             "upstream": settings.openai_base_url,
@@ -84,6 +89,7 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
             "verifier_threshold": decision.min_probability if verifier else None,
         }
         log.info("kallm ready", extra={"fields": fields})
+        await _check_embedding_models(store, embedder.name)
         try:
             yield
         finally:
@@ -97,6 +103,19 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
 
     async def passthrough(request: Request) -> Response:
         return await running[0].passthrough.handle(request)
+
+    def admin_route(name: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            admin = running[0].admin
+            if admin is None:  # KALLM_ADMIN_TOKEN unset: there is no management API
+                return Response(status_code=404)
+            if not admin.allowed(request):
+                body = error_body("A valid admin token is required.", "authentication_error")
+                return Response(body, 401, media_type="application/json")
+            handler: Callable[[Request], Awaitable[Response]] = getattr(admin, name)
+            return await handler(request)
+
+        return endpoint
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -130,6 +149,11 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
             Route("/ready", ready),
             Route("/stats", stats),
             Route("/metrics", prometheus),
+            Route("/admin/cache", admin_route("clear"), methods=["DELETE"]),
+            Route("/admin/entries", admin_route("entries"), methods=["GET"]),
+            Route("/admin/entries/{entry_id}", admin_route("delete"), methods=["DELETE"]),
+            Route("/admin/warm", admin_route("warm"), methods=["POST"]),
+            Route("/admin/export", admin_route("export"), methods=["GET"]),
             Route("/v1/{path:path}", passthrough, methods=methods),
         ],
         lifespan=lifespan,
@@ -174,3 +198,17 @@ def decide_defaults(settings: Settings, verifier: Verifier | None) -> Decision:
     if min_probability is None:
         min_probability = calibrated.min_probability if calibrated else 0.0
     return Decision(threshold, min_probability)
+
+
+async def _check_embedding_models(store: Store, embedding_model: str) -> None:
+    """Entries embedded by another model can never match: say so rather than miss silently."""
+    try:
+        others = await store.embedding_models(time.time()) - {embedding_model}
+    except Exception:
+        return  # a store that is down is reported by /ready and the error counters
+    if others:
+        log.warning(
+            "the store holds entries embedded with %s; they only serve exact repeats under %s",
+            ", ".join(sorted(others)),
+            embedding_model,
+        )

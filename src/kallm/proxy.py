@@ -239,9 +239,10 @@ class ChatProxy:
         vector: Vector | None,
         ttl: float,
         completion: dict[str, Any],
-    ) -> None:
+    ) -> bool:
+        """Store a whole answer; whether it was stored (the store may be down)."""
         if not chat.is_cacheable(completion):
-            return
+            return False
         if key.text is not None and vector is None:
             # Without a vector (the embedder failed) the entry still serves exact repeats.
             vector = await self._embed(key.text)
@@ -259,12 +260,27 @@ class ChatProxy:
             response=completion,
             created=now,
             expires=now + ttl,
-            extra={"usage": usage or chat.estimate_usage(payload, completion)},
+            extra={
+                "usage": usage or chat.estimate_usage(payload, completion),
+                # What identifies the request, so an export can be warmed back in.
+                "request": chat.keyed_request(payload),
+            },
         )
         try:
             await self._store.put(entry)
         except Exception:
             self._cache_failed("store")
+            return False
+        return True
+
+    async def warm(
+        self, namespace: str, payload: dict[str, Any], completion: dict[str, Any], ttl: float
+    ) -> bool:
+        """Store a known answer as if it had just come from upstream; whether it was kept."""
+        parts = chat.key_parts(payload)
+        key = keys.cache_key(namespace, ROUTE, parts.context, parts.final, parts.text)
+        vector = await self._embed(key.text) if key.text is not None else None
+        return await self.store(payload, key, vector, ttl, completion)
 
     def _count(
         self, outcome: str, started: float, status: int, similarity: float | None, namespace: str

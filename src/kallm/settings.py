@@ -17,6 +17,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
 
 DEFAULT_LOCAL_MODEL = "all-MiniLM-L6-v2"
+BACKEND_SCHEMES = ("sqlite:", "redis://", "rediss://", "postgresql://", "postgres://")
 LOCAL_MODEL_NAMES = {
     DEFAULT_LOCAL_MODEL,
     f"local:{DEFAULT_LOCAL_MODEL}",
@@ -66,6 +67,21 @@ class Settings(BaseSettings):
     upstream_timeout: Annotated[float, _env("KALLM_UPSTREAM_TIMEOUT")] = 300.0
     max_body_size: Annotated[int, _env("KALLM_MAX_BODY_SIZE"), Field(ge=1)] = 10 * 1024 * 1024
     prices_file: Annotated[Path | None, _env("KALLM_PRICES_FILE")] = None
+    backend: Annotated[str, _env("KALLM_BACKEND")] = "memory"
+    admin_token: Annotated[SecretStr | None, _env("KALLM_ADMIN_TOKEN")] = None
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        if value == "memory" or value.startswith(BACKEND_SCHEMES):
+            if value.startswith("sqlite:") and not value.startswith("sqlite:///"):
+                raise ValueError(
+                    "a SQLite URL looks like sqlite:///relative/path.db or sqlite:////abs.db"
+                )
+            return value
+        raise ValueError(
+            "use memory, sqlite:///path, redis://, rediss://, postgresql:// or postgres://"
+        )
 
     @field_validator("cache_ttl", "upstream_timeout", mode="before")
     @classmethod
@@ -114,7 +130,8 @@ def load_settings(**overrides: Any) -> Settings:
         for item in error.errors():
             field = str(item["loc"][0]) if item["loc"] else "?"
             env = ENV_NAMES.get(field, field.upper())
-            shown = "" if field == "openai_api_key" else f" (got {item.get('input')!r})"
+            secret = field in {"openai_api_key", "admin_token", "backend"}  # URLs hold passwords
+            shown = "" if secret else f" (got {item.get('input')!r})"
             problems.append(f"{env}: {item['msg']}{shown}")
         raise SettingsError("invalid setting: " + "; ".join(problems)) from None
     if (
@@ -131,3 +148,12 @@ def load_settings(**overrides: Any) -> Settings:
             "which needs OPENAI_API_KEY"
         )
     return settings
+
+
+class ClientSettings(BaseSettings):
+    """Where `kallm warm/export/entries/clear` find a running kallm; flags win."""
+
+    model_config = SettingsConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+    url: Annotated[str, _env("KALLM_URL")] = "http://127.0.0.1:8080"
+    admin_token: Annotated[SecretStr | None, _env("KALLM_ADMIN_TOKEN")] = None

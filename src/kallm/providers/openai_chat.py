@@ -111,6 +111,11 @@ def key_parts(request: dict[str, Any]) -> KeyParts:
     )
 
 
+def keyed_request(request: dict[str, Any]) -> dict[str, Any]:
+    """The request without the fields that never change the answer (messages stay)."""
+    return {k: v for k, v in request.items() if k not in NOT_IN_KEY or k == "messages"}
+
+
 def wants_stream(request: dict[str, Any]) -> bool:
     return request.get("stream") is True
 

@@ -37,6 +37,25 @@ class Hit:
     similarity: float
 
 
+@dataclass(frozen=True)
+class EntryQuery:
+    """A filter over entries: exact namespace and model, `text` as a case-insensitive
+    substring of the prompt; `offset`/`limit` page through the matches."""
+
+    namespace: str | None = None
+    model: str | None = None
+    text: str | None = None
+    offset: int = 0
+    limit: int = 100
+
+    def matches(self, entry: Entry) -> bool:
+        return (
+            (self.namespace is None or entry.namespace == self.namespace)
+            and (self.model is None or entry.model == self.model)
+            and (self.text is None or self.text.lower() in (entry.text or "").lower())
+        )
+
+
 class Store(Protocol):
     """A cache store. Lookups never return expired entries; `put` evicts the least recently
     used entries beyond the store's size bound. Search only looks inside one namespace and
@@ -59,6 +78,22 @@ class Store(Protocol):
     async def record_hit(self, entry: Entry, now: float) -> None: ...
 
     async def count(self, now: float) -> int: ...
+
+    async def delete(self, entry_id: str) -> bool:
+        """Remove one entry; whether it existed."""
+        ...
+
+    async def clear(self, namespace: str | None) -> int:
+        """Remove every entry of `namespace` (None: all); how many were removed."""
+        ...
+
+    async def entries(self, query: EntryQuery, now: float) -> list[Entry]:
+        """Live entries matching `query`, oldest first, for listing and export."""
+        ...
+
+    async def embedding_models(self, now: float) -> set[str]:
+        """The embedding models of live entries, so a model change is noticed and logged."""
+        ...
 
     async def ping(self) -> bool: ...
 

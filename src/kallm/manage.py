@@ -1,0 +1,99 @@
+"""`kallm warm | export | entries | clear`: the management API from a terminal."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+BATCH = 200  # lines a request: progress stays smooth, requests stay small
+
+
+class ManageError(Exception):
+    pass
+
+
+class Client:
+    def __init__(self, url: str, token: str | None) -> None:
+        if not token:
+            raise ManageError("an admin token is needed: --token or KALLM_ADMIN_TOKEN")
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"), headers={"authorization": f"Bearer {token}"}, timeout=300
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._http.close()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise ManageError(f"cannot reach kallm at {self._http.base_url}: {error}") from None
+        if response.status_code == 404 and path.startswith("/admin"):
+            raise ManageError("this kallm has no management API: set KALLM_ADMIN_TOKEN on it")
+        if response.status_code != 200:
+            raise ManageError(f"kallm answered {response.status_code}: {response.text[:300]}")
+        return response
+
+    def lines(self, path: str, **params: Any) -> Iterator[str]:
+        with self._http.stream("GET", path, params=params) as response:
+            if response.status_code != 200:
+                raise ManageError(f"kallm answered {response.status_code}")
+            yield from response.iter_lines()
+
+
+def warm(client: Client, path: Path, out: TextIO = sys.stderr) -> dict[str, int]:
+    """Send the file's JSON lines in batches, drawing a progress bar with count and rate."""
+    lines = [line for line in path.read_text("utf-8").splitlines() if line.strip()]
+    totals = {"stored": 0, "skipped": 0, "errors": 0}
+    started = time.monotonic()
+    for start in range(0, len(lines), BATCH):
+        batch = "\n".join(lines[start : start + BATCH]).encode()
+        result = client.call("POST", "/admin/warm", content=batch).json()
+        totals["stored"] += result["stored"]
+        totals["skipped"] += result["skipped"]
+        totals["errors"] += len(result["errors"])
+        for error in result["errors"]:
+            print(f"\nkallm warm: {error}", file=out)
+        _bar(min(start + BATCH, len(lines)), len(lines), time.monotonic() - started, out)
+    print(file=out)
+    return totals
+
+
+def _bar(done: int, total: int, seconds: float, out: TextIO) -> None:
+    width = 30
+    filled = width * done // max(total, 1)
+    rate = done / seconds if seconds > 0 else 0.0
+    bar = "#" * filled + "-" * (width - filled)
+    print(f"\rwarming [{bar}] {done}/{total} {rate:,.0f}/s", end="", file=out, flush=True)
+
+
+def print_entries(client: Client, params: dict[str, Any], out: TextIO = sys.stdout) -> None:
+    found = client.call("GET", "/admin/entries", params=params).json()["entries"]
+    print(f"{'id':<32}  {'namespace':<16} {'model':<22} {'hits':>5}  prompt", file=out)
+    for entry in found:
+        prompt = (entry["prompt"] or "").replace("\n", " ")[:60]
+        print(
+            f"{entry['id']:<32}  {entry['namespace']:<16} {entry['model']:<22} "
+            f"{entry['hits']:>5}  {prompt}",
+            file=out,
+        )
+
+
+def export(client: Client, namespace: str | None, out: TextIO = sys.stdout) -> int:
+    params = {"namespace": namespace} if namespace else {}
+    count = 0
+    for line in client.lines("/admin/export", **params):
+        if line:
+            json.loads(line)  # fail loudly on a broken line rather than write it
+            print(line, file=out)
+            count += 1
+    return count

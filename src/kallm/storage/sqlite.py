@@ -1,0 +1,229 @@
+"""SQLite: the embedded store that survives restarts (one replica with a volume).
+
+Entries live in one table in WAL mode, so a crash (even `kill -9`) mid-write leaves a
+consistent database: the last committed entries are there, a half-written one is not.
+Vectors are also kept in memory (`VectorIndex`), loaded at start, because a matrix product
+over a partition is far faster than reading rows back. All SQL runs on one worker thread:
+sqlite3 connections belong to a thread, and the event loop never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from kallm.storage.base import Entry, EntryQuery, Hit, Vector
+from kallm.storage.vectors import VectorIndex
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    id TEXT PRIMARY KEY,
+    namespace TEXT NOT NULL,
+    partition TEXT NOT NULL,
+    exact TEXT NOT NULL,
+    text TEXT,
+    vector BLOB,
+    embedding_model TEXT NOT NULL,
+    model TEXT NOT NULL,
+    response TEXT NOT NULL,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    hits INTEGER NOT NULL DEFAULT 0,
+    last_hit REAL,
+    last_used REAL NOT NULL,
+    extra TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS entries_exact ON entries (namespace, exact);
+CREATE INDEX IF NOT EXISTS entries_last_used ON entries (last_used);
+CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires);
+"""
+_COLUMNS = (
+    "id, namespace, partition, exact, text, vector, embedding_model, model, response, "
+    "created, expires, hits, last_hit, last_used, extra"
+)
+
+
+def _row(entry: Entry) -> tuple[Any, ...]:
+    vector = None if entry.vector is None else entry.vector.astype(np.float32).tobytes()
+    return (
+        entry.id, entry.namespace, entry.partition, entry.exact, entry.text, vector,
+        entry.embedding_model, entry.model, json.dumps(entry.response), entry.created,
+        entry.expires, entry.hits, entry.last_hit, max(entry.created, entry.last_hit or 0),
+        json.dumps(entry.extra),
+    )  # fmt: skip
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    vector = None if row["vector"] is None else np.frombuffer(row["vector"], dtype=np.float32)
+    return Entry(
+        id=row["id"], namespace=row["namespace"], partition=row["partition"],
+        exact=row["exact"], text=row["text"], vector=vector,
+        embedding_model=row["embedding_model"], model=row["model"],
+        response=json.loads(row["response"]), created=row["created"], expires=row["expires"],
+        hits=row["hits"], last_hit=row["last_hit"], extra=json.loads(row["extra"]),
+    )  # fmt: skip
+
+
+class SqliteStore:
+    def __init__(self, path: Path, max_entries: int) -> None:
+        self._path = path
+        self._max_entries = max_entries
+        self._vectors = VectorIndex()
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kallm-sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    async def start(self) -> None:
+        """Open (or create) the database and load its vectors."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._thread, self._open)
+        for entry in await self._run(lambda db: [_entry(r) for r in db.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE vector IS NOT NULL"
+        )]):  # fmt: skip
+            self._vectors.add(entry)
+
+    def _open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self._path, isolation_level=None)  # autocommit; BEGIN explicitly
+        db.row_factory = sqlite3.Row
+        db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL with WAL: a process crash loses nothing committed; a power cut may lose the
+        # last transactions but never corrupts the database.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(_SCHEMA)
+        self._db = db
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._db is None:
+                raise RuntimeError("the SQLite store is closed")
+            return work(self._db)
+
+        return await asyncio.get_running_loop().run_in_executor(self._thread, call)
+
+    async def get_exact(self, namespace: str, exact: str, now: float) -> Entry | None:
+        rows = await self._run(lambda db: db.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE namespace = ? AND exact = ? AND expires > ?",
+            (namespace, exact, now),
+        ).fetchall())  # fmt: skip
+        return _entry(rows[0]) if rows else None
+
+    async def search(
+        self,
+        namespace: str,
+        partition: str,
+        vector: Vector,
+        embedding_model: str,
+        limit: int,
+        now: float,
+    ) -> list[Hit]:
+        found = await self._vectors.nearest((namespace, partition, embedding_model), vector, limit)
+        if not found:
+            return []
+        ids = [entry_id for entry_id, _ in found]
+        marks = ",".join("?" * len(ids))
+        rows = await self._run(lambda db: db.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE id IN ({marks}) AND expires > ?",
+            (*ids, now),
+        ).fetchall())  # fmt: skip
+        live = {row["id"]: _entry(row) for row in rows}
+        return [Hit(live[i], score) for i, score in found if i in live]
+
+    async def put(self, entry: Entry) -> None:
+        def write(db: sqlite3.Connection) -> list[Entry]:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                gone = [_entry(r) for r in db.execute(
+                    f"SELECT {_COLUMNS} FROM entries WHERE (namespace = ? AND exact = ?) "
+                    "OR expires <= ?",
+                    (entry.namespace, entry.exact, entry.created),
+                )]  # fmt: skip
+                db.executemany("DELETE FROM entries WHERE id = ?", [(e.id,) for e in gone])
+                marks = ",".join("?" * 15)
+                db.execute(f"INSERT INTO entries ({_COLUMNS}) VALUES ({marks})", _row(entry))
+                excess = (
+                    db.execute("SELECT COUNT(*) FROM entries").fetchone()[0] - self._max_entries
+                )
+                if excess > 0:
+                    evicted = [_entry(r) for r in db.execute(
+                        f"SELECT {_COLUMNS} FROM entries ORDER BY last_used LIMIT ?",
+                        (excess,),
+                    )]  # fmt: skip
+                    db.executemany("DELETE FROM entries WHERE id = ?", [(e.id,) for e in evicted])
+                    gone += evicted
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return gone
+
+        for old in await self._run(write):
+            self._vectors.remove(old)
+        self._vectors.add(entry)
+
+    async def record_hit(self, entry: Entry, now: float) -> None:
+        entry.hits += 1
+        entry.last_hit = now
+        await self._run(lambda db: db.execute(
+            "UPDATE entries SET hits = hits + 1, last_hit = ?, last_used = ? WHERE id = ?",
+            (now, now, entry.id),
+        ))  # fmt: skip
+
+    async def count(self, now: float) -> int:
+        count: int = await self._run(lambda db: db.execute(
+            "SELECT COUNT(*) FROM entries WHERE expires > ?", (now,)
+        ).fetchone()[0])  # fmt: skip
+        return count
+
+    async def delete(self, entry_id: str) -> bool:
+        return await self._delete("id = ?", (entry_id,)) > 0
+
+    async def clear(self, namespace: str | None) -> int:
+        if namespace is None:
+            return await self._delete("1 = 1", ())
+        return await self._delete("namespace = ?", (namespace,))
+
+    async def _delete(self, where: str, args: tuple[Any, ...]) -> int:
+        def remove(db: sqlite3.Connection) -> list[Entry]:
+            rows = db.execute(f"DELETE FROM entries WHERE {where} RETURNING {_COLUMNS}", args)
+            return [_entry(r) for r in rows.fetchall()]
+
+        gone = await self._run(remove)
+        for entry in gone:
+            self._vectors.remove(entry)
+        return len(gone)
+
+    async def entries(self, query: EntryQuery, now: float) -> list[Entry]:
+        rows = await self._run(lambda db: db.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE expires > ? "
+            "AND (? IS NULL OR namespace = ?) AND (? IS NULL OR model = ?) "
+            "AND (? IS NULL OR instr(lower(text), lower(?)) > 0) "
+            "ORDER BY created, id LIMIT ? OFFSET ?",
+            (now, query.namespace, query.namespace, query.model, query.model, query.text,
+             query.text, query.limit, query.offset),
+        ).fetchall())  # fmt: skip
+        return [_entry(row) for row in rows]
+
+    async def embedding_models(self, now: float) -> set[str]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT DISTINCT embedding_model FROM entries WHERE expires > ?", (now,)
+        ).fetchall())  # fmt: skip
+        return {row[0] for row in rows}
+
+    async def ping(self) -> bool:
+        return bool(await self._run(lambda db: db.execute("SELECT 1").fetchone()[0]))
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._run(lambda db: db.close())
+            self._db = None
+        self._thread.shutdown(wait=True)

@@ -1,0 +1,170 @@
+"""The management API and CLI, and the SQLite backend across a restart."""
+
+import subprocess
+import sys
+
+import httpx
+import pytest
+from conftest import SERVER_KEY, clean_env, start_kallm
+
+TOKEN = "admin-token-for-tests"
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def sqlite_kallm(tmp_path_factory, simulator):
+    db = tmp_path_factory.mktemp("db") / "kallm.db"
+    settings = {
+        "OPENAI_API_KEY": SERVER_KEY,
+        "KALLM_BACKEND": f"sqlite:///{db}",
+        "KALLM_ADMIN_TOKEN": TOKEN,
+    }
+
+    def start():
+        return start_kallm(tmp_path_factory, simulator, "kallm-sqlite", **settings)
+
+    started = [start()]
+    yield started, start
+    started[-1].process.stop()
+
+
+def admin(kallm, method, path, **kwargs):
+    return httpx.request(method, f"{kallm.root}{path}", timeout=30, **kwargs)
+
+
+def test_the_management_api_needs_the_token(sqlite_kallm, kallm):
+    proxy = sqlite_kallm[0][0]
+    assert admin(proxy, "GET", "/admin/entries").status_code == 401
+    assert (
+        admin(proxy, "GET", "/admin/entries", headers={"authorization": "Bearer wrong"}).status_code
+        == 401
+    )
+    assert admin(proxy, "GET", "/admin/entries", headers=AUTH).status_code == 200
+    assert admin(kallm, "GET", "/admin/entries", headers=AUTH).status_code == 404  # no token set
+
+
+def test_entries_can_be_listed_deleted_and_cleared(sqlite_kallm, make_caller, upstream):
+    proxy = sqlite_kallm[0][0]
+    caller = make_caller(proxy)
+    caller.chat("What is the speed of light?")
+    caller.chat("How tall is Mount Everest?")
+
+    listed = admin(
+        proxy, "GET", "/admin/entries", headers=AUTH, params={"namespace": caller.namespace}
+    ).json()
+    prompts = {e["prompt"]: e for e in listed["entries"]}
+    assert set(prompts) == {"What is the speed of light?", "How tall is Mount Everest?"}
+    assert {"id", "namespace", "model", "created", "last_hit", "hits", "expires"} <= prompts[
+        "How tall is Mount Everest?"
+    ].keys()
+    found = admin(proxy, "GET", "/admin/entries", headers=AUTH, params={"q": "everest"}).json()
+    assert [e["prompt"] for e in found["entries"]] == ["How tall is Mount Everest?"]
+
+    bad = prompts["How tall is Mount Everest?"]["id"]
+    assert admin(proxy, "DELETE", f"/admin/entries/{bad}", headers=AUTH).json() == {"deleted": True}
+    assert admin(proxy, "DELETE", f"/admin/entries/{bad}", headers=AUTH).status_code == 404
+    assert caller.chat("How tall is Mount Everest?").cache == "MISS"
+    assert caller.chat("What is the speed of light?").cache == "HIT"
+
+    cleared = admin(
+        proxy, "DELETE", "/admin/cache", headers=AUTH, params={"namespace": caller.namespace}
+    )
+    assert cleared.json() == {"deleted": 2}
+    assert caller.chat("What is the speed of light?").cache == "MISS"
+
+
+def test_sqlite_entries_survive_a_restart(sqlite_kallm, make_caller, upstream):
+    started, start = sqlite_kallm
+    caller = make_caller(started[0])
+    first = caller.chat("Which river is the longest in Europe?")
+    started[0].process.stop()
+    started.append(start())
+
+    again = make_caller(started[-1], namespace=caller.namespace)
+    reply = again.chat("Which river is the longest in Europe?")
+    paraphrase = again.chat(
+        "What is the longest river in Europe?", headers={"Cache-Control": "no-store"}
+    )
+    assert reply.cache == "HIT" and reply.content == first.content
+    assert paraphrase.cache == "HIT"  # the vector index was loaded back too
+    assert len(upstream.chat_calls()) == 1
+
+
+def test_export_and_warm_round_trip_through_the_cli(
+    sqlite_kallm, make_caller, upstream, tmp_path, tmp_path_factory, simulator
+):
+    source = sqlite_kallm[0][0]
+    caller = make_caller(source)
+    prompts = [f"Give me fun fact number {n} about octopuses." for n in range(5)]
+    answers = [caller.chat(p).content for p in prompts]
+
+    cli = [sys.executable, "-m", "kallm"]
+    env = clean_env(KALLM_ADMIN_TOKEN=TOKEN)
+    exported = subprocess.run(
+        [*cli, "export", "--url", source.root, "--namespace", caller.namespace],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    dump = tmp_path / "export.jsonl"
+    dump.write_text(exported.stdout)
+    assert len(exported.stdout.splitlines()) == 5
+
+    target = start_kallm(
+        tmp_path_factory,
+        simulator,
+        "kallm-warmed",
+        OPENAI_API_KEY=SERVER_KEY,
+        KALLM_ADMIN_TOKEN=TOKEN,
+    )
+    try:
+        warmed = subprocess.run(
+            [*cli, "warm", str(dump), "--url", target.root],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        assert "warming [" in warmed.stderr and "5/5" in warmed.stderr and "/s" in warmed.stderr
+        assert "stored 5" in warmed.stdout
+        upstream.clear()
+        replay = make_caller(target, namespace=caller.namespace)
+        replies = [replay.chat(p) for p in prompts]
+        assert [r.cache for r in replies] == ["HIT"] * 5
+        assert [r.content for r in replies] == answers
+        assert upstream.chat_calls() == []
+
+        listing = subprocess.run(
+            [*cli, "entries", "--url", target.root, "--search", "octopuses"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert listing.stdout.count("octopuses") == 5
+        cleared = subprocess.run(
+            [*cli, "clear", "--url", target.root],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        assert "deleted 5 entries" in cleared.stdout
+    finally:
+        target.process.stop()
+
+
+def test_the_cli_says_when_the_token_is_missing_or_wrong(sqlite_kallm):
+    proxy = sqlite_kallm[0][0]
+    cli = [sys.executable, "-m", "kallm", "entries", "--url", proxy.root]
+    missing = subprocess.run(cli, env=clean_env(), capture_output=True, text=True, timeout=60)
+    wrong = subprocess.run(
+        [*cli, "--token", "nope"], env=clean_env(), capture_output=True, text=True, timeout=60
+    )
+    assert missing.returncode != 0 and "admin token" in missing.stderr
+    assert wrong.returncode != 0 and "401" in wrong.stderr
