@@ -128,18 +128,30 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
         return JSONResponse({"ready": ok}, 200 if ok else 503)
 
     async def stats(request: Request) -> Response:
-        return JSONResponse(metrics.stats(await _entries(), prices.as_of))
+        entries = await _entries()
+        body = metrics.stats(entries or 0, prices.as_of)
+        body["store"] = {
+            "backend": settings.backend.split(":", 1)[0],
+            "status": "ok" if entries is not None else "degraded",
+            "errors": metrics.tally.store_errors,
+        }
+        return JSONResponse(body)
 
     async def prometheus(request: Request) -> Response:
-        metrics.entries.set(await _entries())
+        await _entries()
         return Response(metrics.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def _entries() -> int:
+    async def _entries() -> int | None:
+        """Entries in the store, or None when it does not answer (in bounded time)."""
         try:
-            return await running[0].store.count(time.time())
+            count = await asyncio.wait_for(running[0].store.count(time.time()), 2.0)
         except Exception:
             metrics.cache_error("store")
-            return 0
+            metrics.store_up.set(0)
+            return None
+        metrics.store_up.set(1)
+        metrics.entries.set(count)
+        return count
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
     return Starlette(

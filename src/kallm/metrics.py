@@ -77,6 +77,11 @@ class Metrics:
         self.entries = Gauge(
             "kallm_cache_entries", "Entries in the cache store.", registry=self.registry
         )
+        self.store_up = Gauge(
+            "kallm_store_up",
+            "1 when the cache store answered the last check (/stats, /metrics), else 0.",
+            registry=self.registry,
+        )
 
     def request(self, route: str, outcome: str, seconds: float) -> None:
         self.requests.labels(route, outcome).inc()
@@ -119,7 +124,6 @@ class Metrics:
         t = self.tally
         hits = t.exact_hits + t.semantic_hits
         looked_up = hits + t.misses
-        self.entries.set(entries)
         return {
             "total_entries": entries,
             "total_hits": hits,

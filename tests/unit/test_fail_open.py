@@ -74,7 +74,9 @@ def test_a_failing_store_forwards_every_request():
         assert len(calls) == 2
         assert client.get("/health").status_code == 200
         assert client.get("/ready").status_code == 503
-        assert client.get("/stats").json()["store_errors"] >= 4
+        stats = client.get("/stats").json()
+        assert stats["store_errors"] >= 4 and stats["store"]["status"] == "degraded"
+        assert "kallm_store_up 0.0" in client.get("/metrics").text
 
 
 def test_a_failing_embedder_still_serves_exact_hits():
