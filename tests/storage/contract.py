@@ -4,6 +4,7 @@ provides `make_store`: an async factory `(max_entries) -> Store` giving an empty
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 
 import numpy as np
@@ -29,6 +30,12 @@ def entry(i, vector=None, namespace="ns", partition="p", ttl=100.0, model="m", t
 
 
 class StoreContract:
+    @pytest.fixture(autouse=True)
+    def _real_now(self, monkeypatch):
+        # Servers expire entries by the real clock: each test's entries start from now, not
+        # from when this module was imported.
+        monkeypatch.setattr(sys.modules[__name__], "NOW", time.time())
+
     @pytest.fixture
     def make_store(self):
         raise NotImplementedError
