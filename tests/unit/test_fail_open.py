@@ -1,6 +1,9 @@
 """A cache that fails must never fail a request: it is forwarded and counted instead."""
 
+import asyncio
 import json
+import logging
+import time
 
 import httpx
 import numpy as np
@@ -88,3 +91,19 @@ def test_a_failing_embedder_still_serves_exact_hits():
         assert (second.status_code, second.headers["x-kallm-cache"]) == (200, "HIT")
         assert len(calls) == 1
         assert client.get("/stats").json()["embedding_errors"] >= 1
+
+
+def test_entries_of_another_embedding_model_are_reported_at_start(caplog):
+    from kallm.storage import Entry, MemoryStore
+
+    store = MemoryStore(10)
+    vector, now = np.ones(4, dtype=np.float32) / 2, time.time()
+    old = Entry("id1", "default", "p", "x", "hi", vector, "text-embedding-3-small",
+                "gpt-4o-mini", {}, now, now + 60)  # fmt: skip
+    asyncio.run(store.put(old))
+    with (
+        caplog.at_level(logging.WARNING, logger="kallm"),
+        client_for(Parts(store=store, embedder=Embedder()), []),
+    ):
+        pass
+    assert any("text-embedding-3-small" in r.getMessage() for r in caplog.records)
