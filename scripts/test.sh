@@ -3,10 +3,16 @@
 # Extra arguments go to pytest (e.g. scripts/test.sh tests/unit -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The Redis tests start a real redis-server; Debian's package provides it.
-if ! command -v redis-server >/dev/null; then
+# Servers and tools the tests run for real, from Debian: redis-server for the Redis store
+# tests, promtool (package prometheus) to lint /metrics.
+missing=""
+command -v redis-server >/dev/null || missing="$missing redis-server"
+command -v promtool >/dev/null || missing="$missing prometheus"
+if [ -n "$missing" ]; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
-    $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server >/dev/null
+    $sudo apt-get update -qq
+    # shellcheck disable=SC2086  # one word per package
+    $sudo apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip

