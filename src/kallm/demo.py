@@ -24,6 +24,8 @@ SCRIPT = [
     ("How do I sort a list in Python?", "other task: must not hit"),
     ("Explain what a Kubernetes pod is.", "new question"),
     ("Explain what a Kubernetes pod is.", "exact repeat"),
+    ("Convert 100 USD to EUR", "new question"),
+    ("Convert 100 EUR to USD", "swapped: cosine 0.98, must not hit"),
 ]
 
 
@@ -79,8 +81,8 @@ def run_demo(latency: float) -> None:
         OpenAI(base_url=f"{base}/v1", api_key="sk-demo-client") as client,
     ):
         print(
-            f"\n{'prompt':<40} {'case':<28} {'cache':<6} {'similarity':>10} {'latency':>9}"
-            "  answer served"
+            f"\n{'prompt':<36} {'case':<36} {'cache':<6} {'similarity':>10} {'verifier':<9}"
+            f" {'latency':>9}  answer served"
         )
         for prompt, case in SCRIPT:
             started = time.perf_counter()
@@ -89,10 +91,12 @@ def run_demo(latency: float) -> None:
             )
             elapsed = (time.perf_counter() - started) * 1000
             similarity = raw.headers.get("x-kallm-similarity", "")
+            verifier = raw.headers.get("x-kallm-verifier", "")
             cache = raw.headers.get("x-kallm-cache", "?")
             answer = (raw.parse().choices[0].message.content or "")[:34]
             print(
-                f"{prompt:<40} {case:<28} {cache:<6} {similarity:>10} {elapsed:>7.1f}ms  {answer}…"
+                f"{prompt:<36} {case:<36} {cache:<6} {similarity:>10} {verifier:<9}"
+                f" {elapsed:>7.1f}ms  {answer}…"
             )
         stats = httpx.get(f"{base}/stats").json()
     print(
