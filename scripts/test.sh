@@ -17,6 +17,7 @@ fi
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet -e ".[test]"
+scripts/install_k8s_tools.sh >/dev/null  # helm (.k8s-tools/) and kubernetes-validate for tests/k8s
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
