@@ -21,6 +21,7 @@ from kallm.match.matcher import Matcher
 from kallm.match.verifier import Verifier
 from kallm.metrics import Metrics
 from kallm.passthrough import Passthrough
+from kallm.policies import PolicyBook
 from kallm.pricing import PriceTable
 from kallm.providers.openai_chat import error_body
 from kallm.proxy import ChatProxy, Decision
@@ -50,6 +51,7 @@ class Parts:
     transport: httpx.AsyncBaseTransport | None = None
     metrics: Metrics = field(default_factory=Metrics)
     drain: Drain = field(default_factory=Drain)
+    policies: PolicyBook = field(default_factory=PolicyBook)
 
 
 @dataclass(frozen=True)
@@ -81,7 +83,9 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
         verifier = load_verifier(settings, embedder.name)
         decision = decide_defaults(settings, verifier)
         matcher = Matcher(store, embedder.name, verifier)
-        proxy = ChatProxy(settings, store, embedder, matcher, decision, client, metrics, prices)
+        proxy = ChatProxy(
+            settings, store, embedder, matcher, decision, client, metrics, prices, parts.policies
+        )
         admin = None
         if settings.admin_token is not None:
             token = settings.admin_token.get_secret_value()

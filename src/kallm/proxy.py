@@ -11,7 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -22,6 +22,7 @@ from kallm import keys, policy, upstream
 from kallm.embedders.base import Embedder
 from kallm.match.matcher import Candidate, Matcher
 from kallm.metrics import Metrics
+from kallm.policies import Policy, PolicyBook
 from kallm.pricing import PriceTable
 from kallm.providers import openai_chat as chat
 from kallm.settings import Settings
@@ -29,6 +30,7 @@ from kallm.sse import SSEParser
 from kallm.storage.base import Entry, Store, Vector
 
 ROUTE = "chat.completions"
+NO_POLICY = Policy()  # a namespace without a policy keeps kallm's settings
 log = logging.getLogger("kallm")
 
 
@@ -62,6 +64,7 @@ class ChatProxy:
         client: httpx.AsyncClient,
         metrics: Metrics,
         prices: PriceTable,
+        policies: PolicyBook | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -71,6 +74,7 @@ class ChatProxy:
         self._client = client
         self._metrics = metrics
         self._prices = prices
+        self._policies = policies or PolicyBook()
         self._url = httpx.URL(f"{settings.openai_base_url}/chat/completions")
         self._api_key = (
             settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
@@ -85,17 +89,26 @@ class ChatProxy:
             )
         try:
             payload = chat.parse_request(body)
-            rules = policy.request_policy(
-                request.headers, self._decision.threshold, self._settings.cache_ttl
-            )
             client_key = None if self._api_key else request.headers.get("authorization")
-            namespace = keys.namespace(request.headers.get("x-kallm-namespace"), client_key)
+            named = request.headers.get("x-kallm-namespace")
+            namespace = keys.namespace(named, client_key)
+            local = self._policies.get(namespace.split("@", 1)[0]) or NO_POLICY
+            rules = policy.request_policy(
+                request.headers,
+                _first(local.similarity_threshold, self._decision.threshold),
+                _first(local.ttl, self._settings.cache_ttl),
+            )
         except (chat.InvalidRequest, policy.InvalidPolicyHeader, keys.InvalidNamespace) as error:
             return self._invalid(started, 400, str(error), "invalid_request_error")
+        if local.bypasses(ROUTE, payload["model"], request.headers):
+            rules = replace(rules, lookup=False, store=False)
+        min_probability = _first(local.verifier_threshold, self._decision.min_probability)
 
         parts = chat.key_parts(payload)
         key = keys.cache_key(namespace, ROUTE, parts.context, parts.final, parts.text)
-        found = await self._lookup(key, rules.threshold) if rules.lookup else Lookup()
+        found = (
+            await self._lookup(key, rules.threshold, min_probability) if rules.lookup else Lookup()
+        )
         if found.hit is not None:
             return await self._replay(payload, found, started)
 
@@ -138,7 +151,7 @@ class ChatProxy:
         self._count(outcome, started, sent.status_code, similarity, namespace)
         return Response(answer, sent.status_code, headers=headers)
 
-    async def _lookup(self, key: keys.CacheKey, threshold: float) -> Lookup:
+    async def _lookup(self, key: keys.CacheKey, threshold: float, min_probability: float) -> Lookup:
         now = time.time()
         try:
             entry = await self._store.get_exact(key.namespace, key.exact, now)
@@ -162,7 +175,7 @@ class ChatProxy:
             return Lookup(vector=vector)
         if not candidates:
             return Lookup(vector=vector)
-        hit = policy.choose(candidates, threshold, self._decision.min_probability)
+        hit = policy.choose(candidates, threshold, min_probability)
         nearest = hit or candidates[0]
         self._metrics.candidate(nearest.similarity, accepted=hit is not None)
         return Lookup(hit=hit, nearest=nearest, vector=vector)
@@ -376,3 +389,8 @@ def _match_headers(outcome: str, candidate: Candidate | None, accepted: bool) ->
             headers["x-kallm-verifier"] = "accepted" if accepted else "rejected"
             headers["x-kallm-verifier-score"] = f"{candidate.probability:.4f}"
     return headers
+
+
+def _first(value: float | None, default: float) -> float:
+    """A namespace policy's value when it sets one, else kallm's."""
+    return default if value is None else value
