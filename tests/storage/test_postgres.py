@@ -39,7 +39,7 @@ class TestPostgresStore(StoreContract):
         table = fresh_table()
 
         async def make(max_entries):
-            return await PostgresStore.open(pg_url, max_entries, table=table)
+            return await start_store(pg_url, max_entries, table=table)
 
         return make
 
@@ -48,9 +48,19 @@ def run(body):
     asyncio.run(body())
 
 
+async def start_store(url, max_entries, **options):
+    store = PostgresStore(url, max_entries, **options)
+    try:
+        await store.start()
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
 @contextlib.asynccontextmanager
 async def opened(url, max_entries=10, **options):
-    store = await PostgresStore.open(url, max_entries, **options)
+    store = await start_store(url, max_entries, **options)
     try:
         yield store
     finally:
@@ -262,7 +272,7 @@ def test_an_unresponsive_server_hits_the_deadline_and_the_store_recovers(pg_url)
                 for call in (
                     store.get_exact("ns", "exact1", NOW),
                     store.count(NOW),
-                    PostgresStore.open(url, 10, table=fresh_table(), timeout=0.3),
+                    start_store(url, 10, table=fresh_table(), timeout=0.3),
                 ):
                     started = time.perf_counter()
                     with pytest.raises(TimeoutError):

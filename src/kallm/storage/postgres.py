@@ -110,33 +110,6 @@ class PostgresStore:
         self._abandoned: set[asyncio.Task[Any]] = set()
         self._closed = False
 
-    @classmethod
-    async def open(
-        cls,
-        url: str,
-        max_entries: int,
-        *,
-        table: str = "kallm_entries",
-        timeout: float = 1.0,
-        setup_timeout: float = 30.0,
-        connections: int = 4,
-    ) -> PostgresStore:
-        """A started store: connected, with its table and indexes in place."""
-        store = cls(
-            url,
-            max_entries,
-            table=table,
-            timeout=timeout,
-            setup_timeout=setup_timeout,
-            connections=connections,
-        )
-        try:
-            await store.start()
-        except BaseException:
-            await store.close()
-            raise
-        return store
-
     async def start(self) -> None:
         """Connect and create the extension, table and indexes where absent. Optional (the
         first call does it too) but fails loudly at boot, with the longer setup deadline."""
