@@ -28,6 +28,8 @@ SETTING_HELP = {
     "max_body_size": "largest request body in bytes (default 10485760)",
     "prices_file": "JSON price table replacing the built-in one",
     "backend": "store: memory (default), sqlite:///path.db, redis://..., postgresql://...",
+    "watch_policies": "apply SemanticCachePolicy objects from the Kubernetes API (false)",
+    "kube_api_url": "Kubernetes API URL (default: in-cluster service account)",
     "shutdown_delay": "seconds /ready is 503 before kallm stops accepting on SIGTERM (0)",
     "shutdown_grace": "seconds requests in flight may take to finish on SIGTERM (25)",
 }
@@ -48,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     for name, text in SETTING_HELP.items():
         flag = "--" + name.replace("_", "-")
-        if name == "log_json":
+        if name in {"log_json", "watch_policies"}:
             serve.add_argument(
                 flag, action="store_const", const=True, help=f"{text} [{ENV_NAMES[name]}]"
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -102,13 +103,16 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
         }
         log.info("kallm ready", extra={"fields": fields})
         await _check_embedding_models(store, embedder.name)
-        try:
-            yield
-        finally:
-            running.clear()
-            await client.aclose()
-            await embedder.close()
-            await store.close()
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.watch_policies:
+                await stack.enter_async_context(_watching_policies(settings, parts.policies))
+            try:
+                yield
+            finally:
+                running.clear()
+                await client.aclose()
+                await embedder.close()
+                await store.close()
 
     async def chat_completions(request: Request) -> Response:
         return await running[0].proxy.handle(request)
@@ -241,3 +245,20 @@ async def _check_embedding_models(store: Store, embedding_model: str) -> None:
             ", ".join(sorted(others)),
             embedding_model,
         )
+
+
+@contextlib.asynccontextmanager
+async def _watching_policies(settings: Settings, book: PolicyBook) -> AsyncIterator[None]:
+    """Keep `book` in step with the cluster's SemanticCachePolicy objects while kallm runs."""
+    from kallm.k8s.watch import KubeAPI, PolicyWatcher
+
+    api = KubeAPI.from_url(settings.kube_api_url) if settings.kube_api_url else KubeAPI.in_cluster()
+    replica = settings.pod_name or socket.gethostname()
+    async with api.client() as kube:
+        task = asyncio.create_task(PolicyWatcher(kube, book, replica).run(), name="kallm-policies")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

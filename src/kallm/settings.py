@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     max_body_size: Annotated[int, _env("KALLM_MAX_BODY_SIZE"), Field(ge=1)] = 10 * 1024 * 1024
     prices_file: Annotated[Path | None, _env("KALLM_PRICES_FILE")] = None
     backend: Annotated[str, _env("KALLM_BACKEND")] = "memory"
+    watch_policies: Annotated[bool, _env("KALLM_WATCH_POLICIES")] = False
+    kube_api_url: Annotated[str | None, _env("KALLM_KUBE_API_URL")] = None
+    pod_name: Annotated[str | None, _env("POD_NAME")] = None
     shutdown_delay: Annotated[float, _env("KALLM_SHUTDOWN_DELAY"), Field(ge=0)] = 0.0
     shutdown_grace: Annotated[float, _env("KALLM_SHUTDOWN_GRACE"), Field(ge=0)] = 25.0
     admin_token: Annotated[SecretStr | None, _env("KALLM_ADMIN_TOKEN")] = None

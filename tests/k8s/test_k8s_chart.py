@@ -138,13 +138,19 @@ def rendered_settings(docs: list[dict[str, Any]]) -> dict[str, str | None]:
     return settings
 
 
+# Where the chart means to differ from kallm's own default: in a cluster, watch policies.
+CHART_DEFAULTS = {"KALLM_WATCH_POLICIES": "true"}
+
+
 def test_defaults_match_readme(helm):
     rendered = rendered_settings(template(helm))
     settings = readme_settings()
     assert len(settings) >= 16
     for name, default in settings.items():
         literal = re.fullmatch(r"`([^`]*)`", default)
-        if literal:
+        if name in CHART_DEFAULTS:
+            assert rendered.get(name) == CHART_DEFAULTS[name], name
+        elif literal:
             assert rendered.get(name) == literal.group(1), name
         else:  # unset, calibrated or built in: kallm picks its own default
             assert name not in rendered, name
@@ -158,6 +164,7 @@ def test_every_readme_setting_can_be_set(helm):
         "--set", "config.pricesFile=/etc/kallm/prices.json",
         "--set", "openai.apiKey=sk-test",
         "--set", "adminToken.value=token",
+        "--set", "policies.kubeApiUrl=https://kubernetes.example:6443",
     )  # fmt: skip
     config = one(docs, "ConfigMap")["data"]
     assert config["KALLM_SIMILARITY_THRESHOLD"] == "0.9"
@@ -223,7 +230,28 @@ def test_drain_longer_than_the_grace_period_is_refused(helm):
 
 def test_optional_objects_are_off_by_default(helm):
     kinds = {d["kind"] for d in template(helm)}
-    assert kinds == {"ServiceAccount", "ConfigMap", "Service", "Deployment"}
+    assert kinds == {
+        "ServiceAccount", "ConfigMap", "Service", "Deployment", "ClusterRole", "ClusterRoleBinding"
+    }  # fmt: skip
+
+
+def test_the_policy_watcher_gets_its_permissions_token_and_settings(helm):
+    docs = template(helm)
+    role = one(docs, "ClusterRole")
+    resources = {r for rule in role["rules"] for r in rule["resources"]}
+    assert resources == {"semanticcachepolicies", "semanticcachepolicies/status"}
+    binding = one(docs, "ClusterRoleBinding")
+    account = one(docs, "ServiceAccount")["metadata"]["name"]
+    assert binding["subjects"][0]["name"] == account
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is True
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    assert env["KALLM_WATCH_POLICIES"]["value"] == "true" and "POD_NAME" in env
+
+    off = template(helm, "--set", "policies.watch=false")
+    assert {d["kind"] for d in off}.isdisjoint({"ClusterRole", "ClusterRoleBinding"})
+    pod = one(off, "Deployment")["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
 
 
 def test_production_values(helm):

@@ -200,7 +200,7 @@ def test_status_shape():
         "appliedBy": ["kallm-7d9f-abcde", "kallm-7d9f-fghij"],
         "conditions": [
             {
-                "type": "Ready",
+                "type": "Applied",
                 "status": "True",
                 "observedGeneration": 3,
                 "lastTransitionTime": "2026-01-01T00:00:00Z",
