@@ -30,6 +30,7 @@ SETTING_HELP = {
     "backend": "store: memory (default), sqlite:///path.db, redis://..., postgresql://...",
     "watch_policies": "apply SemanticCachePolicy objects from the Kubernetes API (false)",
     "kube_api_url": "Kubernetes API URL (default: in-cluster service account)",
+    "namespace_from_pod_ip": "take the namespace from the client's pod, not a header (false)",
     "shutdown_delay": "seconds /ready is 503 before kallm stops accepting on SIGTERM (0)",
     "shutdown_grace": "seconds requests in flight may take to finish on SIGTERM (25)",
 }
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     for name, text in SETTING_HELP.items():
         flag = "--" + name.replace("_", "-")
-        if name in {"log_json", "watch_policies"}:
+        if name in {"log_json", "watch_policies", "namespace_from_pod_ip"}:
             serve.add_argument(
                 flag, action="store_const", const=True, help=f"{text} [{ENV_NAMES[name]}]"
             )

@@ -84,28 +84,26 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
         verifier = load_verifier(settings, embedder.name)
         decision = decide_defaults(settings, verifier)
         matcher = Matcher(store, embedder.name, verifier)
-        proxy = ChatProxy(
-            settings, store, embedder, matcher, decision, client, metrics, prices, parts.policies
-        )
-        admin = None
-        if settings.admin_token is not None:
-            token = settings.admin_token.get_secret_value()
-            admin = Admin(token, store, proxy, settings.cache_ttl)
-        running.append(
-            Running(proxy, Passthrough(client, settings.openai_base_url, api_key), store, admin)
-        )
-        fields = {
-            "upstream": settings.openai_base_url,
-            "embedder": embedder.name,
-            "verifier": verifier is not None,
-            "similarity_threshold": decision.threshold,
-            "verifier_threshold": decision.min_probability if verifier else None,
-        }
-        log.info("kallm ready", extra={"fields": fields})
-        await _check_embedding_models(store, embedder.name)
-        async with contextlib.AsyncExitStack() as stack:
-            if settings.watch_policies:
-                await stack.enter_async_context(_watching_policies(settings, parts.policies))
+        async with _watching_cluster(settings, parts) as pod_namespace:
+            proxy = ChatProxy(
+                settings, store, embedder, matcher, decision, client, metrics, prices,
+                parts.policies, pod_namespace,
+            )  # fmt: skip
+            admin = None
+            if settings.admin_token is not None:
+                token = settings.admin_token.get_secret_value()
+                admin = Admin(token, store, proxy, settings.cache_ttl)
+            passthrough = Passthrough(client, settings.openai_base_url, api_key)
+            running.append(Running(proxy, passthrough, store, admin))
+            fields = {
+                "upstream": settings.openai_base_url,
+                "embedder": embedder.name,
+                "verifier": verifier is not None,
+                "similarity_threshold": decision.threshold,
+                "verifier_threshold": decision.min_probability if verifier else None,
+            }
+            log.info("kallm ready", extra={"fields": fields})
+            await _check_embedding_models(store, embedder.name)
             try:
                 yield
             finally:
@@ -248,17 +246,32 @@ async def _check_embedding_models(store: Store, embedding_model: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _watching_policies(settings: Settings, book: PolicyBook) -> AsyncIterator[None]:
-    """Keep `book` in step with the cluster's SemanticCachePolicy objects while kallm runs."""
-    from kallm.k8s.watch import KubeAPI, PolicyWatcher
+async def _watching_cluster(
+    settings: Settings, parts: Parts
+) -> AsyncIterator[Callable[[str], str | None] | None]:
+    """While kallm runs, keep the policy book in step with the cluster's SemanticCachePolicy
+    objects (KALLM_WATCH_POLICIES) and, with KALLM_NAMESPACE_FROM_POD_IP, yield the lookup
+    from a client's pod IP to its namespace."""
+    if not (settings.watch_policies or settings.namespace_from_pod_ip):
+        yield None
+        return
+    from kallm.k8s.watch import KubeAPI, PodDirectory, PolicyWatcher
 
     api = KubeAPI.from_url(settings.kube_api_url) if settings.kube_api_url else KubeAPI.in_cluster()
-    replica = settings.pod_name or socket.gethostname()
     async with api.client() as kube:
-        task = asyncio.create_task(PolicyWatcher(kube, book, replica).run(), name="kallm-policies")
+        watchers: list[PolicyWatcher | PodDirectory] = []
+        if settings.watch_policies:
+            replica = settings.pod_name or socket.gethostname()
+            watchers.append(PolicyWatcher(kube, parts.policies, replica))
+        pods = PodDirectory(kube) if settings.namespace_from_pod_ip else None
+        if pods is not None:
+            watchers.append(pods)
+        tasks = [asyncio.create_task(w.run(), name="kallm-k8s-watch") for w in watchers]
         try:
-            yield
+            yield pods.namespace_of if pods is not None else None
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

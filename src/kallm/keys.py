@@ -34,15 +34,19 @@ def digest(value: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def namespace(header: str | None, client_key: str | None) -> str:
+def namespace(header: str | None, client_key: str | None, tenant: str | None = None) -> str:
     """The namespace named by the client, tied to the client's API key when kallm forwards
-    client keys, so an answer fetched with one key is never served to another."""
+    client keys, so an answer fetched with one key is never served to another. With a
+    `tenant` (the caller's Kubernetes namespace, known from its pod), the header can only
+    divide the tenant's own space, never name another's."""
     name = DEFAULT_NAMESPACE if header is None else header.strip()
     if not NAMESPACE_PATTERN.fullmatch(name):
         raise InvalidNamespace(
             "X-Kallm-Namespace must be 1-128 characters of letters, digits and ._:/- "
             "starting with a letter or digit."
         )
+    if tenant is not None:
+        name = f"k8s:{tenant}/{name}"
     if client_key is None:
         return name
     return f"{name}@{hashlib.sha256(client_key.encode()).hexdigest()[:16]}"

@@ -10,7 +10,7 @@ import logging
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -65,6 +65,7 @@ class ChatProxy:
         metrics: Metrics,
         prices: PriceTable,
         policies: PolicyBook | None = None,
+        pod_namespace: Callable[[str], str | None] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -75,6 +76,7 @@ class ChatProxy:
         self._metrics = metrics
         self._prices = prices
         self._policies = policies or PolicyBook()
+        self._pod_namespace = pod_namespace
         self._url = httpx.URL(f"{settings.openai_base_url}/chat/completions")
         self._api_key = (
             settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
@@ -90,9 +92,10 @@ class ChatProxy:
         try:
             payload = chat.parse_request(body)
             client_key = None if self._api_key else request.headers.get("authorization")
-            named = request.headers.get("x-kallm-namespace")
-            namespace = keys.namespace(named, client_key)
-            local = self._policies.get(namespace.split("@", 1)[0]) or NO_POLICY
+            tenant = self._tenant(request)
+            namespace = keys.namespace(request.headers.get("x-kallm-namespace"), client_key, tenant)
+            policy_name = tenant or namespace.split("@", 1)[0]
+            local = self._policies.get(policy_name) or NO_POLICY
             rules = policy.request_policy(
                 request.headers,
                 _first(local.similarity_threshold, self._decision.threshold),
@@ -150,6 +153,14 @@ class ChatProxy:
         similarity = found.nearest.similarity if found.nearest else None
         self._count(outcome, started, sent.status_code, similarity, namespace)
         return Response(answer, sent.status_code, headers=headers)
+
+    def _tenant(self, request: Request) -> str | None:
+        """The caller's Kubernetes namespace, from its pod IP, when kallm maps IPs. A caller
+        kallm cannot place gets a namespace of its own address, shared with nobody."""
+        if self._pod_namespace is None:
+            return None
+        host = request.client.host if request.client else "unknown"
+        return self._pod_namespace(host) or f"unknown-pod-{host}"
 
     async def _lookup(self, key: keys.CacheKey, threshold: float, min_probability: float) -> Lookup:
         now = time.time()

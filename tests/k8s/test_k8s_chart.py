@@ -248,6 +248,15 @@ def test_the_policy_watcher_gets_its_permissions_token_and_settings(helm):
     env = {e["name"]: e for e in pod["containers"][0]["env"]}
     assert env["KALLM_WATCH_POLICIES"]["value"] == "true" and "POD_NAME" in env
 
+    mapping = template(helm, "--set", "policies.namespaceFromPodIP=true")
+    rules = one(mapping, "ClusterRole")["rules"]
+    assert {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]} in rules
+    env = {
+        e["name"]: e
+        for e in one(mapping, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert env["KALLM_NAMESPACE_FROM_POD_IP"]["value"] == "true"
+
     off = template(helm, "--set", "policies.watch=false")
     assert {d["kind"] for d in off}.isdisjoint({"ClusterRole", "ClusterRoleBinding"})
     pod = one(off, "Deployment")["spec"]["template"]["spec"]

@@ -286,40 +286,50 @@ async def test_token_is_sent_and_reread(kmock, tmp_path):
     ]
 
 
-async def test_kallm_applies_a_policy_from_the_cluster_to_its_namespace(
-    kmock: kmock.KubernetesEmulator, api: httpx.AsyncClient
-) -> None:
-    """The whole path: the app's lifespan starts the watcher (KALLM_WATCH_POLICIES), and a
-    policy created in the cluster turns the cache off for its namespace's requests."""
-    import numpy as np
-    from starlette.testclient import TestClient
+class _Embedder:
+    name = "fake"
 
-    from kallm.app import Parts, create_app
+    async def embed(self, text: str) -> Any:
+        import numpy as np
+
+        return np.ones(4, dtype=np.float32) / 2
+
+    async def close(self) -> None:
+        pass
+
+
+def _app_parts(**settings: Any) -> tuple[Any, Any]:
+    """Settings and parts for a kallm app whose upstream answers every chat with "ok"."""
+    from kallm.app import Parts
     from kallm.settings import load_settings
-
-    class Embedder:
-        name = "fake"
-
-        async def embed(self, text: str) -> Any:
-            return np.ones(4, dtype=np.float32) / 2
-
-        async def close(self) -> None:
-            pass
 
     def upstream(request: httpx.Request) -> httpx.Response:
         message = {"role": "assistant", "content": "ok"}
         choice = {"index": 0, "message": message, "finish_reason": "stop"}
         return httpx.Response(200, json={"object": "chat.completion", "choices": [choice]})
 
-    settings = load_settings(
-        openai_base_url="http://upstream.test/v1",
-        openai_api_key="sk-test",
-        watch_policies=True,
-        kube_api_url=str(kmock.url),
-        pod_name="kallm-test",
+    config = load_settings(
+        openai_base_url="http://upstream.test/v1", openai_api_key="sk-test", **settings
     )
-    parts = Parts(embedder=Embedder(), transport=httpx.MockTransport(upstream))
-    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+    return config, Parts(embedder=_Embedder(), transport=httpx.MockTransport(upstream))
+
+
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}]}
+
+
+async def test_kallm_applies_a_policy_from_the_cluster_to_its_namespace(
+    kmock: kmock.KubernetesEmulator, api: httpx.AsyncClient
+) -> None:
+    """The whole path: the app's lifespan starts the watcher (KALLM_WATCH_POLICIES), and a
+    policy created in the cluster turns the cache off for its namespace's requests."""
+    from starlette.testclient import TestClient
+
+    from kallm.app import create_app
+
+    settings, parts = _app_parts(
+        watch_policies=True, kube_api_url=str(kmock.url), pod_name="kallm-test"
+    )
+    body = BODY
 
     def outcomes(namespace: str, wait_for_policy: bool) -> list[str]:
         with TestClient(create_app(settings, parts)) as client:
@@ -335,3 +345,38 @@ async def test_kallm_applies_a_policy_from_the_cluster_to_its_namespace(
     await create(api, policy("team-off", "default", {"enabled": False}))
     assert await asyncio.to_thread(outcomes, "team-off", True) == ["BYPASS", "BYPASS"]
     assert await asyncio.to_thread(outcomes, "team-on", False) == ["MISS", "HIT"]
+
+
+async def test_the_namespace_comes_from_the_callers_pod_not_its_header(
+    kmock: kmock.KubernetesEmulator, api: httpx.AsyncClient
+) -> None:
+    """KALLM_NAMESPACE_FROM_POD_IP: a caller in namespace team-x that claims team-y by header
+    still gets team-x's policy and cache. (Starlette's test client connects from the address
+    "testclient", so that is the pod's IP here.)"""
+    from starlette.testclient import TestClient
+
+    from kallm.app import create_app
+
+    pod = {
+        "metadata": {"name": "client-0", "namespace": "team-x"},
+        "status": {"phase": "Running", "podIP": "testclient"},
+    }
+    assert (await api.post("/api/v1/namespaces/team-x/pods", json=pod)).status_code == 200
+    await create(api, policy("team-x", "default", {"enabled": False}))
+    settings, parts = _app_parts(
+        watch_policies=True, namespace_from_pod_ip=True, kube_api_url=str(kmock.url)
+    )
+
+    def claim_team_y() -> list[str]:
+        with TestClient(create_app(settings, parts)) as client:
+            deadline, seen = time.monotonic() + 5, []
+            headers = {"x-kallm-namespace": "team-y"}
+            while time.monotonic() < deadline:  # until the pod and the policy are known
+                reply = client.post("/v1/chat/completions", json=BODY, headers=headers)
+                seen.append(reply.headers["x-kallm-cache"])
+                if seen[-1] == "BYPASS":
+                    break
+                time.sleep(0.05)
+            return seen
+
+    assert (await asyncio.to_thread(claim_team_y))[-1] == "BYPASS"

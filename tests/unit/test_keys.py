@@ -131,3 +131,9 @@ def test_namespaces_and_client_keys_separate_entries():
 def test_invalid_namespaces_are_refused(bad):
     with pytest.raises(keys.InvalidNamespace):
         keys.namespace(bad, None)
+
+
+def test_a_tenant_from_the_cluster_encloses_the_header():
+    assert keys.namespace("team-b", None, tenant="team-a") == "k8s:team-a/team-b"
+    assert keys.namespace(None, None, tenant="team-a") == "k8s:team-a/default"
+    assert keys.namespace("k8s:team-b/default", None, tenant="team-a").startswith("k8s:team-a/")
