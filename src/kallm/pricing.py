@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from kallm.packaged import load_json
 
 
 @dataclass(frozen=True)
@@ -22,11 +22,7 @@ class PriceTable:
 
     @classmethod
     def load(cls, path: Path | None = None) -> PriceTable:
-        if path is None:
-            text = resources.files("kallm").joinpath("data/prices.json").read_text("utf-8")
-        else:
-            text = path.read_text("utf-8")
-        data = json.loads(text)
+        data = load_json("prices.json", path)
         prices = {name: Price(p["input"], p["output"]) for name, p in data["models"].items()}
         return cls(prices, str(data.get("as_of", "unknown")))
 

@@ -9,13 +9,13 @@ microseconds) and pure.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
+
+from kallm.packaged import load_json
 
 _TOKEN = re.compile(r"\d+(?:[.,:/]\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
 
@@ -329,7 +329,7 @@ def _is_exchange(x: list[str], y: list[str]) -> bool:
 
 @lru_cache(maxsize=1)
 def _document_frequencies() -> tuple[int, dict[str, int]]:
-    table = json.loads(resources.files("kallm").joinpath("data/idf.json").read_text("utf-8"))
+    table = load_json("idf.json")
     return int(table["documents"]), dict(table["df"])
 
 

@@ -7,9 +7,7 @@ ship in `data/verifier.json`. Scoring one pair costs well under a millisecond in
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kallm.match.features import NAMES, features
+from kallm.packaged import load_json
 from kallm.storage.base import Vector
 
 Matrix = npt.NDArray[np.float64]
@@ -50,11 +49,7 @@ class Verifier:
 
     @classmethod
     def load(cls, path: Path | None = None) -> Verifier:
-        if path is None:
-            text = resources.files("kallm").joinpath("data/verifier.json").read_text("utf-8")
-        else:
-            text = path.read_text("utf-8")
-        return cls(json.loads(text))
+        return cls(load_json("verifier.json", path))
 
     def inputs(
         self, cached: str, asked: str, cached_vector: Vector, asked_vector: Vector
