@@ -13,6 +13,8 @@ from kallm.settings import ENV_NAMES, SettingsError, load_settings
 # Help for each setting; the flag is the field name with dashes, the default the env var's.
 SETTING_HELP = {
     "openai_base_url": "upstream OpenAI-compatible API (default https://api.openai.com/v1)",
+    "anthropic_base_url": "upstream Anthropic API (default https://api.anthropic.com)",
+    "gemini_base_url": "upstream Gemini API (default https://generativelanguage.googleapis.com)",
     "port": "port to listen on (default 8080)",
     "host": "address to listen on (default 0.0.0.0)",
     "similarity_threshold": "cosine similarity a cached prompt needs to be a candidate, 0-1 "
@@ -46,8 +48,9 @@ def _parser() -> argparse.ArgumentParser:
         "serve",
         help="run the proxy",
         description="Run the proxy. Every flag has an environment variable; flags win. "
-        "OPENAI_API_KEY is read from the environment only, so it never shows in a process list: "
-        "when set, kallm uses it upstream; when unset, it forwards each client's own key.",
+        "OPENAI_API_KEY, ANTHROPIC_API_KEY and GEMINI_API_KEY are read from the environment "
+        "only, so they never show in a process list: when one is set, kallm uses it upstream "
+        "for that provider; when unset, it forwards each client's own key.",
     )
     for name, text in SETTING_HELP.items():
         flag = "--" + name.replace("_", "-")

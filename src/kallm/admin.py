@@ -17,18 +17,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from kallm import keys
-from kallm.providers.openai_chat import InvalidRequest, error_body, parse_request
-from kallm.proxy import ChatProxy
+from kallm.providers.openai_chat import error_body, parse_request
+from kallm.proxy import CacheProxy
 from kallm.storage.base import Entry, EntryQuery, Store
 
 PAGE_LIMIT = 1000
 
 
 class Admin:
-    def __init__(self, token: str, store: Store, proxy: ChatProxy, default_ttl: float) -> None:
+    def __init__(
+        self, token: str, store: Store, proxies: dict[str, CacheProxy], default_ttl: float
+    ) -> None:
         self._token = f"Bearer {token}".encode()
         self._store = store
-        self._proxy = proxy
+        self._proxies = proxies  # by route
         self._default_ttl = default_ttl
 
     def allowed(self, request: Request) -> bool:
@@ -64,8 +66,9 @@ class Admin:
         )
 
     async def warm(self, request: Request) -> Response:
-        """Each line: {"request": chat request, "response": chat.completion, "namespace"?,
-        "ttl"? seconds}. The namespace is taken as given (it may carry a key hash)."""
+        """Each line: {"request", "response", "route"? (default chat.completions),
+        "namespace"?, "ttl"? seconds}, as export writes them. The namespace is taken as given
+        (it may carry a key hash)."""
         stored = skipped = 0
         errors: list[str] = []
         for number, line in enumerate((await request.body()).decode().splitlines(), 1):
@@ -73,15 +76,24 @@ class Admin:
                 continue
             try:
                 row = json.loads(line)
-                payload = parse_request(json.dumps(row["request"]).encode())
+                route = str(row.get("route") or "chat.completions")
+                if route not in self._proxies:
+                    raise ValueError(f"unknown route {route!r}")
+                proxy = self._proxies[route]
+                payload = row["request"]
+                if proxy.route == "chat.completions":
+                    payload = parse_request(json.dumps(payload).encode())
+                elif not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
+                    raise ValueError("request must be an object with a model")
                 namespace = str(row.get("namespace") or keys.DEFAULT_NAMESPACE)
                 ttl = float(row.get("ttl") or self._default_ttl)
                 if not isinstance(row["response"], dict) or ttl <= 0:
                     raise ValueError("response must be an object and ttl positive")
-            except (ValueError, KeyError, TypeError, InvalidRequest) as error:
-                errors.append(f"line {number}: {error}")
+                kept = await proxy.warm(namespace, payload, row["response"], ttl)
+            except (ValueError, KeyError, TypeError) as error:  # InvalidRequest is a ValueError
+                errors.append(f"line {number}: {error!s}")
                 continue
-            if await self._proxy.warm(namespace, payload, row["response"], ttl):
+            if kept:
                 stored += 1
             else:
                 skipped += 1
@@ -120,6 +132,7 @@ def _summary(entry: Entry) -> dict[str, Any]:
 def _exported(entry: Entry, now: float) -> dict[str, Any]:
     return {
         "namespace": entry.namespace,
+        "route": entry.extra.get("route", "chat.completions"),
         "request": entry.extra["request"],
         "response": entry.response,
         "ttl": round(entry.expires - now, 3),

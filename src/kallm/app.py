@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import httpx
+from pydantic import SecretStr
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -18,14 +19,20 @@ from starlette.routing import Route
 
 from kallm.admin import Admin
 from kallm.embedders import Embedder, LocalEmbedder, RemoteEmbedder
+from kallm.embeddings_api import EmbeddingsProxy
 from kallm.match.matcher import Matcher
 from kallm.match.verifier import Verifier
 from kallm.metrics import Metrics
 from kallm.passthrough import Passthrough
 from kallm.policies import PolicyBook
 from kallm.pricing import PriceTable
-from kallm.providers.openai_chat import error_body
-from kallm.proxy import ChatProxy, Decision
+from kallm.providers.anthropic import AnthropicMessages
+from kallm.providers.base import Provider, Upstream
+from kallm.providers.gemini import Gemini
+from kallm.providers.openai_chat import OpenAIChat, error_body
+from kallm.providers.openai_completions import OpenAICompletions
+from kallm.providers.openai_responses import OpenAIResponses
+from kallm.proxy import CacheProxy, Core, Decision
 from kallm.settings import Settings
 from kallm.storage import Store
 from kallm.storage.factory import open_store
@@ -56,9 +63,41 @@ class Parts:
 
 
 @dataclass(frozen=True)
+class Upstreams:
+    """Each provider's upstream, with kallm's own key when one is configured."""
+
+    openai: Upstream
+    anthropic: Upstream
+    gemini: Upstream
+
+    @classmethod
+    def of(cls, settings: Settings) -> Upstreams:
+        def key(secret: SecretStr | None) -> str | None:
+            return secret.get_secret_value() if secret else None
+
+        return cls(
+            Upstream(settings.openai_base_url, key(settings.openai_api_key)),
+            Upstream(settings.anthropic_base_url, key(settings.anthropic_api_key)),
+            Upstream(settings.gemini_base_url, key(settings.gemini_api_key)),
+        )
+
+
+def cached_apis(targets: Upstreams) -> list[tuple[Provider, Upstream]]:
+    """Every cached wire format and where it goes. A new provider is a module and a line."""
+    return [
+        (OpenAIChat(), targets.openai),
+        (OpenAICompletions(), targets.openai),
+        (OpenAIResponses(), targets.openai),
+        (AnthropicMessages(), targets.anthropic),
+        (Gemini(), targets.gemini),
+    ]
+
+
+@dataclass(frozen=True)
 class Running:
-    proxy: ChatProxy
-    passthrough: Passthrough
+    proxies: dict[str, CacheProxy]  # by route
+    embeddings: EmbeddingsProxy
+    passthrough: dict[str, Passthrough]  # by provider
     store: Store
     admin: Admin | None
 
@@ -67,7 +106,8 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
     parts = parts or Parts()
     metrics = parts.metrics
     prices = PriceTable.load(settings.prices_file)
-    api_key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    targets = Upstreams.of(settings)
+    api_key = targets.openai.api_key
     running: list[Running] = []  # set while the lifespan is open
 
     @contextlib.asynccontextmanager
@@ -85,16 +125,26 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
         decision = decide_defaults(settings, verifier)
         matcher = Matcher(store, embedder.name, verifier)
         async with _watching_cluster(settings, parts) as pod_namespace:
-            proxy = ChatProxy(
+            core = Core(
                 settings, store, embedder, matcher, decision, client, metrics, prices,
                 parts.policies, pod_namespace,
             )  # fmt: skip
+            apis = {provider.route: (provider, target) for provider, target in cached_apis(targets)}
+            proxies = {route: CacheProxy(*api, core) for route, api in apis.items()}
             admin = None
             if settings.admin_token is not None:
                 token = settings.admin_token.get_secret_value()
-                admin = Admin(token, store, proxy, settings.cache_ttl)
-            passthrough = Passthrough(client, settings.openai_base_url, api_key)
-            running.append(Running(proxy, passthrough, store, admin))
+                admin = Admin(token, store, proxies, settings.cache_ttl)
+            passthrough = {
+                name: _passthrough(client, *apis[route], strip)
+                for name, route, strip in (
+                    ("openai", "chat.completions", "/v1"),
+                    ("anthropic", "messages", ""),
+                    ("gemini", "gemini", ""),
+                )
+            }
+            embeddings = EmbeddingsProxy(targets.openai, core)
+            running.append(Running(proxies, embeddings, passthrough, store, admin))
             fields = {
                 "upstream": settings.openai_base_url,
                 "embedder": embedder.name,
@@ -112,11 +162,27 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
                 await embedder.close()
                 await store.close()
 
-    async def chat_completions(request: Request) -> Response:
-        return await running[0].proxy.handle(request)
+    def cached(route: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await running[0].proxies[route].handle(request)
 
-    async def passthrough(request: Request) -> Response:
-        return await running[0].passthrough.handle(request)
+        return endpoint
+
+    def forwarded(provider: str) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await running[0].passthrough[provider].handle(request)
+
+        return endpoint
+
+    async def embeddings(request: Request) -> Response:
+        return await running[0].embeddings.handle(request)
+
+    async def gemini(request: Request) -> Response:
+        # Only generating content is cached; countTokens, embedContent and the rest pass.
+        method = request.path_params["target"].rpartition(":")[2]
+        if method in {"generateContent", "streamGenerateContent"}:
+            return await running[0].proxies["gemini"].handle(request)
+        return await running[0].passthrough["gemini"].handle(request)
 
     def admin_route(name: str) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -175,7 +241,15 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
     return Starlette(
         routes=[
-            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/v1/chat/completions", cached("chat.completions"), methods=["POST"]),
+            Route("/v1/completions", cached("completions"), methods=["POST"]),
+            Route("/v1/responses", cached("responses"), methods=["POST"]),
+            Route("/v1/messages", cached("messages"), methods=["POST"]),
+            Route("/v1/messages/{rest:path}", forwarded("anthropic"), methods=methods),
+            Route("/v1/embeddings", embeddings, methods=["POST"]),
+            Route("/v1beta/models/{target}", gemini, methods=["POST"]),
+            Route("/v1/models/{target}", gemini, methods=["POST"]),
+            Route("/v1beta/{rest:path}", forwarded("gemini"), methods=methods),
             Route("/health", health),
             Route("/ready", ready),
             Route("/stats", stats),
@@ -185,10 +259,19 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
             Route("/admin/entries/{entry_id}", admin_route("delete"), methods=["DELETE"]),
             Route("/admin/warm", admin_route("warm"), methods=["POST"]),
             Route("/admin/export", admin_route("export"), methods=["GET"]),
-            Route("/v1/{path:path}", passthrough, methods=methods),
+            Route("/v1/{rest:path}", forwarded("openai"), methods=methods),
         ],
         lifespan=lifespan,
     )
+
+
+def _passthrough(
+    client: httpx.AsyncClient, provider: Provider, target: Upstream, strip: str
+) -> Passthrough:
+    """What kallm does not cache of a provider's API goes to the same upstream, with kallm's
+    key when it has one, and kallm's own errors in that provider's shape."""
+    auth = provider.auth(target.api_key)
+    return Passthrough(client, target.base_url, auth, provider.error_body, strip)
 
 
 async def _default_embedder(

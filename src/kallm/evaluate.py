@@ -24,7 +24,7 @@ from kallm.app import UNCALIBRATED_THRESHOLD, decide_defaults, load_verifier
 from kallm.embedders import LocalEmbedder
 from kallm.match.matcher import Candidate, Matcher
 from kallm.match.verifier import Verifier
-from kallm.proxy import ROUTE, Decision
+from kallm.proxy import Decision
 from kallm.settings import DEFAULT_LOCAL_MODEL, load_settings
 from kallm.storage import MemoryStore
 from kallm.storage.base import Entry, Vector
@@ -285,14 +285,14 @@ async def score(job: Plan, verifier: Verifier | None) -> tuple[list[Result], int
         store = MemoryStore(len(entries) + 1)
         matcher = Matcher(store, embedder.name, verifier)
         for entry_id, text in entries:
-            key = keys.cache_key(namespace, ROUTE, {}, None, text)
+            key = keys.cache_key(namespace, "chat.completions", {}, None, text)
             entry = Entry(
                 entry_id, namespace, key.partition, key.exact, text, vectors[text], **fixed
             )
             await store.put(entry)
         for index in asked:
             ask = job.asks[index]
-            key = keys.cache_key(namespace, ROUTE, {}, None, ask.text)
+            key = keys.cache_key(namespace, "chat.completions", {}, None, ask.text)
             exact = await store.get_exact(namespace, key.exact, now)
             found: list[Candidate] = []
             if exact is None and (vector := vectors[ask.text]) is not None:

@@ -52,6 +52,28 @@ def namespace(header: str | None, client_key: str | None, tenant: str | None = N
     return f"{name}@{hashlib.sha256(client_key.encode()).hexdigest()[:16]}"
 
 
+def scope(namespace: str) -> str:
+    """The tenant a namespace belongs to, whose policy applies to it and whose size share its
+    entries count against: the namespace without its key hash, or for a tenant-enclosed
+    namespace (`k8s:<tenant>/<name>`) the tenant."""
+    name = namespace.split("@", 1)[0]
+    if name.startswith("k8s:"):
+        return name.removeprefix("k8s:").split("/", 1)[0]
+    return name
+
+
+def peer(namespace: str, other_scope: str) -> str:
+    """The namespace `other_scope` would have for the same caller: same sub-namespace and the
+    same key hash, so sharing between tenants never crosses API keys."""
+    name, at, key_hash = namespace.partition("@")
+    if name.startswith("k8s:"):
+        sub = name.removeprefix("k8s:").partition("/")[2]
+        name = f"k8s:{other_scope}/{sub}"
+    else:
+        name = other_scope
+    return name + at + key_hash
+
+
 def normalize(text: str) -> str:
     """Whitespace differences never change an answer; case and punctuation might."""
     return " ".join(text.split())

@@ -1,9 +1,10 @@
-"""Every other /v1 request goes upstream unchanged, streamed both ways."""
+"""Requests kallm does not cache go upstream unchanged, streamed both ways."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 
 import httpx
 from starlette.background import BackgroundTask
@@ -11,21 +12,32 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from kallm import upstream
-from kallm.providers.openai_chat import error_body
 
 log = logging.getLogger("kallm")
 
 
 class Passthrough:
-    def __init__(self, client: httpx.AsyncClient, base_url: str, api_key: str | None) -> None:
+    """Forwards to `base_url` + the request's path less `strip` (OPENAI_BASE_URL already ends
+    in /v1, so /v1/models maps to {base}/models). `auth` is kallm's own key header, if any;
+    `error_body(status, message, kind)` writes kallm's errors in the provider's shape."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        auth: Mapping[str, str] | None,
+        error_body: Callable[[int, str, str], bytes],
+        strip: str = "",
+    ) -> None:
         self._client = client
         self._base_url = base_url
-        self._api_key = api_key
+        self._auth = auth
+        self._error_body = error_body
+        self._strip = strip
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
-        # OPENAI_BASE_URL already ends in /v1, so /v1/models maps to {base}/models.
-        path = request.url.path.removeprefix("/v1")
+        path = request.url.path.removeprefix(self._strip)
         has_body = request.method not in {"GET", "HEAD", "DELETE", "OPTIONS"}
         try:
             sent = await upstream.send(
@@ -33,15 +45,15 @@ class Passthrough:
                 self._client.build_request(
                     request.method,
                     f"{self._base_url}{path}",
-                    params=request.url.query,
-                    headers=upstream.request_headers(request.headers, self._api_key, decoded=False),
+                    params=self._query(request),
+                    headers=upstream.request_headers(request.headers, self._auth, decoded=False),
                     content=request.stream() if has_body else None,
                 ),
             )
         except upstream.UpstreamFailure as failure:
             self._log(request, failure.status, started)
             return Response(
-                error_body(str(failure), "upstream_error"),
+                self._error_body(failure.status, str(failure), "upstream_error"),
                 failure.status,
                 media_type="application/json",
             )
@@ -52,6 +64,11 @@ class Passthrough:
             headers=upstream.response_headers(sent.headers, decoded=False),
             background=_close(sent),
         )
+
+    def _query(self, request: Request) -> httpx.QueryParams:
+        """The query as sent, less a client's `?key=` (Gemini's) when kallm uses its own key."""
+        query = httpx.QueryParams(request.url.query)
+        return query if self._auth is None else query.remove("key")
 
     def _log(self, request: Request, status: int, started: float) -> None:
         fields = {

@@ -1,9 +1,8 @@
 """Per-namespace cache policies: the `spec` of a SemanticCachePolicy custom resource, and what
 it changes for one request.
 
-The book is filled by whatever watches the policies (the Kubernetes watcher is the next
-step, see docs/kubernetes.md); the proxy only reads it. A namespace without a policy keeps
-kallm's settings.
+The book is filled by the Kubernetes watcher (k8s/watch.py); the proxy only reads it. A
+namespace without a policy keeps kallm's settings.
 """
 
 from __future__ import annotations
@@ -14,7 +13,9 @@ from typing import Any
 
 from kallm.settings import parse_duration
 
-ROUTES = frozenset({"chat.completions", "responses", "messages", "embeddings", "completions"})
+ROUTES = frozenset(
+    {"chat.completions", "responses", "messages", "gemini", "embeddings", "completions"}
+)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class Policy:
     bypass_models: frozenset[str] = frozenset()
     bypass_routes: frozenset[str] = frozenset()
     bypass_header: tuple[str, str | None] | None = None  # name (lower case), value or any
+    max_entries: int | None = None  # this namespace's share of the cache
+    share: bool = False  # serve and be served by other namespaces that share too
 
     def bypasses(self, route: str, model: str, headers: Mapping[str, str]) -> bool:
         """Whether this request skips the cache entirely (forwarded, not stored)."""
@@ -55,6 +58,11 @@ def parse_policy(spec: Mapping[str, Any]) -> Policy:
     if routes - ROUTES:
         raise ValueError(f"unknown endpoints: {sorted(routes - ROUTES)}")
     header = bypass.get("header")
+    max_entries = spec.get("maxEntries")
+    if max_entries is not None and (
+        isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1
+    ):
+        raise ValueError("maxEntries must be an integer of at least 1")
     return Policy(
         enabled=bool(spec.get("enabled", True)),
         similarity_threshold=fraction("similarityThreshold"),
@@ -63,6 +71,8 @@ def parse_policy(spec: Mapping[str, Any]) -> Policy:
         bypass_models=frozenset(bypass.get("models") or []),
         bypass_routes=routes,
         bypass_header=(str(header["name"]).lower(), header.get("value")) if header else None,
+        max_entries=max_entries,
+        share=spec.get("shareAcrossNamespaces") is True,
     )
 
 
@@ -80,3 +90,7 @@ class PolicyBook:
 
     def get(self, namespace: str) -> Policy | None:
         return self._policies.get(namespace)
+
+    def sharing(self) -> list[str]:
+        """The namespaces whose policies share their entries, in a stable order."""
+        return sorted(name for name, policy in self._policies.items() if policy.share)

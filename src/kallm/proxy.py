@@ -1,7 +1,8 @@
-"""The request path for chat completions: parse, key, look up, then replay or forward.
+"""The request path of every cached API: parse, key, look up, then replay or forward.
 
-Decisions live in keys, policy and the provider module; this file does the I/O, and fails
-open: when the store or the embedder fails, the request is forwarded as if it had missed.
+Decisions live in keys, policy and the provider module (one per wire format); this file does
+the I/O, and fails open: when the store or the embedder fails, the request is forwarded as if
+it had missed.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ from kallm.match.matcher import Candidate, Matcher
 from kallm.metrics import Metrics
 from kallm.policies import Policy, PolicyBook
 from kallm.pricing import PriceTable
-from kallm.providers import openai_chat as chat
+from kallm.providers.base import Call, InvalidRequest, Provider, Upstream
 from kallm.settings import Settings
 from kallm.sse import SSEParser
 from kallm.storage.base import Entry, Store, Vector
 
-ROUTE = "chat.completions"
 NO_POLICY = Policy()  # a namespace without a policy keeps kallm's settings
 log = logging.getLogger("kallm")
 
@@ -53,34 +53,39 @@ class Decision:
     min_probability: float
 
 
-class ChatProxy:
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        embedder: Embedder,
-        matcher: Matcher,
-        decision: Decision,
-        client: httpx.AsyncClient,
-        metrics: Metrics,
-        prices: PriceTable,
-        policies: PolicyBook | None = None,
-        pod_namespace: Callable[[str], str | None] | None = None,
-    ) -> None:
-        self._settings = settings
-        self._store = store
-        self._embedder = embedder
-        self._matcher = matcher
-        self._decision = decision
-        self._client = client
-        self._metrics = metrics
-        self._prices = prices
-        self._policies = policies or PolicyBook()
-        self._pod_namespace = pod_namespace
-        self._url = httpx.URL(f"{settings.openai_base_url}/chat/completions")
-        self._api_key = (
-            settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-        )
+@dataclass(frozen=True)
+class Core:
+    """What every provider's proxy shares: the cache, the matcher and the bookkeeping."""
+
+    settings: Settings
+    store: Store
+    embedder: Embedder
+    matcher: Matcher
+    decision: Decision
+    client: httpx.AsyncClient
+    metrics: Metrics
+    prices: PriceTable
+    policies: PolicyBook
+    pod_namespace: Callable[[str], str | None] | None = None
+
+
+class CacheProxy:
+    """One cached API: `provider` knows its wire format, `target` where it goes upstream."""
+
+    def __init__(self, provider: Provider, target: Upstream, core: Core) -> None:
+        self._provider = provider
+        self._target = target
+        self._settings = core.settings
+        self._store = core.store
+        self._embedder = core.embedder
+        self._matcher = core.matcher
+        self._decision = core.decision
+        self._client = core.client
+        self._metrics = core.metrics
+        self._prices = core.prices
+        self._policies = core.policies
+        self._pod_namespace = core.pod_namespace
+        self.route = provider.route
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -89,42 +94,45 @@ class ChatProxy:
             return self._invalid(
                 started, 413, "The request body is too large.", "request_too_large"
             )
+        call = Call(
+            body, request.url.path, request.path_params, request.query_params, request.headers
+        )
+        provider = self._provider
         try:
-            payload = chat.parse_request(body)
-            client_key = None if self._api_key else request.headers.get("authorization")
-            tenant = self._tenant(request)
-            namespace = keys.namespace(request.headers.get("x-kallm-namespace"), client_key, tenant)
-            policy_name = tenant or namespace.split("@", 1)[0]
-            local = self._policies.get(policy_name) or NO_POLICY
+            payload = provider.parse(call)
+            client_key = None if self._target.api_key else provider.client_key(call)
+            namespace = keys.namespace(
+                request.headers.get("x-kallm-namespace"), client_key, self._tenant(request)
+            )
+            local = self._policies.get(keys.scope(namespace)) or NO_POLICY
             rules = policy.request_policy(
                 request.headers,
                 _first(local.similarity_threshold, self._decision.threshold),
                 _first(local.ttl, self._settings.cache_ttl),
             )
-        except (chat.InvalidRequest, policy.InvalidPolicyHeader, keys.InvalidNamespace) as error:
+        except (InvalidRequest, policy.InvalidPolicyHeader, keys.InvalidNamespace) as error:
             return self._invalid(started, 400, str(error), "invalid_request_error")
-        if local.bypasses(ROUTE, payload["model"], request.headers):
+        if local.bypasses(self.route, payload["model"], request.headers):
             rules = replace(rules, lookup=False, store=False)
         min_probability = _first(local.verifier_threshold, self._decision.min_probability)
 
-        parts = chat.key_parts(payload)
-        key = keys.cache_key(namespace, ROUTE, parts.context, parts.final, parts.text)
-        found = (
-            await self._lookup(key, rules.threshold, min_probability) if rules.lookup else Lookup()
-        )
+        parts = provider.key_parts(payload)
+        key = keys.cache_key(namespace, self.route, parts.context, parts.final, parts.text)
+        found = Lookup()
+        if rules.lookup:
+            others = self._shared_with(namespace) if local.share else []
+            looked_in = [key] + [
+                keys.cache_key(other, self.route, parts.context, parts.final, parts.text)
+                for other in others
+            ]
+            found = await self._lookup(looked_in, rules.threshold, min_probability)
         if found.hit is not None:
             return await self._replay(payload, found, started)
 
         outcome = "MISS" if rules.lookup else "BYPASS"
         try:
             sent = await upstream.send(
-                self._client,
-                self._client.build_request(
-                    "POST",
-                    self._url,
-                    headers=upstream.request_headers(request.headers, self._api_key, decoded=True),
-                    content=body,
-                ),
+                self._client, provider.upstream_request(self._client, call, self._target, payload)
             )
         except upstream.UpstreamFailure as failure:
             return self._no_answer(started, failure.status, str(failure), outcome, namespace)
@@ -133,7 +141,7 @@ class ChatProxy:
         headers.update(_match_headers(outcome, found.nearest, accepted=False))
         store = rules.store and sent.status_code == 200
         if sent.status_code != 200:
-            self._metrics.upstream_error(ROUTE)
+            self._metrics.upstream_error(self.route)
         commit = _Commit(self, payload, key, found.vector, rules.ttl) if store else None
         if "text/event-stream" in sent.headers.get("content-type", ""):
             return StreamingResponse(
@@ -148,11 +156,16 @@ class ChatProxy:
             return self._no_answer(started, 502, message, outcome, namespace)
         finally:
             await sent.aclose()
-        if commit is not None:
-            await commit.json(answer)
+        if commit is not None and (parsed := provider.parse_answer(answer)) is not None:
+            await commit.store(parsed)
         similarity = found.nearest.similarity if found.nearest else None
         self._count(outcome, started, sent.status_code, similarity, namespace)
         return Response(answer, sent.status_code, headers=headers)
+
+    def _shared_with(self, namespace: str) -> list[str]:
+        """The namespaces this caller would have in the other tenants that share entries."""
+        own = keys.scope(namespace)
+        return [keys.peer(namespace, other) for other in self._policies.sharing() if other != own]
 
     def _tenant(self, request: Request) -> str | None:
         """The caller's Kubernetes namespace, from its pod IP, when kallm maps IPs. A caller
@@ -162,30 +175,38 @@ class ChatProxy:
         host = request.client.host if request.client else "unknown"
         return self._pod_namespace(host) or f"unknown-pod-{host}"
 
-    async def _lookup(self, key: keys.CacheKey, threshold: float, min_probability: float) -> Lookup:
+    async def _lookup(
+        self, looked_in: list[keys.CacheKey], threshold: float, min_probability: float
+    ) -> Lookup:
+        """Look in the caller's own namespace first, then in those it shares with."""
         now = time.time()
-        try:
-            entry = await self._store.get_exact(key.namespace, key.exact, now)
-        except Exception:
-            self._cache_failed("store")
+        for key in looked_in:
+            try:
+                entry = await self._store.get_exact(key.namespace, key.exact, now)
+            except Exception:
+                self._cache_failed("store")
+                return Lookup()
+            if entry is not None:
+                exact = Candidate(entry, 1.0, None)
+                return Lookup(hit=exact, nearest=exact, exact=True)
+        text = looked_in[0].text
+        if text is None:
             return Lookup()
-        if entry is not None:
-            exact = Candidate(entry, 1.0, None)
-            return Lookup(hit=exact, nearest=exact, exact=True)
-        if key.text is None:
-            return Lookup()
-        vector = await self._embed(key.text)
+        vector = await self._embed(text)
         if vector is None:
             return Lookup()
+        candidates: list[Candidate] = []
         try:
-            candidates = await self._matcher.candidates(
-                key.namespace, key.partition, key.text, vector, threshold, now
-            )
+            for key in looked_in:
+                candidates += await self._matcher.candidates(
+                    key.namespace, key.partition, text, vector, threshold, now
+                )
         except Exception:
             self._cache_failed("store")
             return Lookup(vector=vector)
         if not candidates:
             return Lookup(vector=vector)
+        candidates.sort(key=lambda candidate: candidate.similarity, reverse=True)
         hit = policy.choose(candidates, threshold, min_probability)
         nearest = hit or candidates[0]
         self._metrics.candidate(nearest.similarity, accepted=hit is not None)
@@ -211,15 +232,15 @@ class ChatProxy:
         )
         headers = _match_headers("HIT", found.hit, accepted=True)
         self._log(started, 200, "hit", similarity, entry.namespace)
-        self._metrics.request(ROUTE, "hit", time.perf_counter() - started)
-        if chat.wants_stream(payload):
+        self._metrics.request(self.route, "hit", time.perf_counter() - started)
+        if self._provider.wants_stream(payload):
             return StreamingResponse(
-                _iterate(chat.replay_stream(entry.response, chat.wants_usage(payload))),
+                _iterate(self._provider.replay_stream(payload, entry.response)),
                 media_type="text/event-stream",
                 headers=headers,
             )
         return Response(
-            chat.dumps(chat.replay_json(entry.response)),
+            self._provider.replay_json(payload, entry.response),
             media_type="application/json",
             headers=headers,
         )
@@ -234,22 +255,22 @@ class ChatProxy:
     ) -> AsyncIterator[bytes]:
         """Forward each piece of the upstream stream as it arrives, recording on the side."""
         parser = SSEParser()
-        recorder = chat.StreamRecorder()
+        recorder = self._provider.recorder()
         try:
             async for piece in sent.aiter_bytes():
                 for data in parser.feed(piece):
                     recorder.add(data)
-                completion = recorder.completion()
-                if commit is not None and completion is not None:
+                answer = recorder.answer()
+                if commit is not None and answer is not None:
                     # Store before the client sees the end, so its next request can hit.
-                    await commit.store(completion)
+                    await commit.store(answer)
                     commit = None
                 yield piece
         except httpx.HTTPError as error:
             # The upstream broke off: break the client's stream too, rather than end it
             # cleanly and let a partial answer look whole. Nothing is stored.
-            self._metrics.upstream_error(ROUTE)
-            self._metrics.request(ROUTE, "error", time.perf_counter() - started)
+            self._metrics.upstream_error(self.route)
+            self._metrics.request(self.route, "error", time.perf_counter() - started)
             self._log(started, sent.status_code, "truncated", None, namespace)
             raise upstream.BrokenStream from error
         finally:
@@ -262,15 +283,16 @@ class ChatProxy:
         key: keys.CacheKey,
         vector: Vector | None,
         ttl: float,
-        completion: dict[str, Any],
+        answer: dict[str, Any],
     ) -> bool:
         """Store a whole answer; whether it was stored (the store may be down)."""
-        if not chat.is_cacheable(completion):
+        if not self._provider.is_cacheable(answer):
             return False
         if key.text is not None and vector is None:
             # Without a vector (the embedder failed) the entry still serves exact repeats.
             vector = await self._embed(key.text)
-        usage = completion.get("usage")
+        scope = keys.scope(key.namespace)
+        share = (self._policies.get(scope) or NO_POLICY).max_entries
         now = time.time()
         entry = Entry(
             id=uuid.uuid4().hex,
@@ -280,31 +302,34 @@ class ChatProxy:
             text=key.text,
             vector=vector,
             embedding_model=self._embedder.name,
-            model=str(completion.get("model") or payload["model"]),
-            response=completion,
+            model=str(answer.get("model") or payload["model"]),
+            response=answer,
             created=now,
             expires=now + ttl,
             extra={
-                "usage": usage or chat.estimate_usage(payload, completion),
+                "usage": self._provider.usage(payload, answer),
                 # What identifies the request, so an export can be warmed back in.
-                "request": chat.keyed_request(payload),
+                "route": self.route,
+                "request": self._provider.keyed_request(payload),
             },
+            scope=scope,
         )
         try:
-            await self._store.put(entry)
+            await self._store.put(entry, share)
         except Exception:
             self._cache_failed("store")
             return False
         return True
 
     async def warm(
-        self, namespace: str, payload: dict[str, Any], completion: dict[str, Any], ttl: float
+        self, namespace: str, payload: dict[str, Any], answer: dict[str, Any], ttl: float
     ) -> bool:
-        """Store a known answer as if it had just come from upstream; whether it was kept."""
-        parts = chat.key_parts(payload)
-        key = keys.cache_key(namespace, ROUTE, parts.context, parts.final, parts.text)
+        """Store a known answer as if it had just come from upstream; whether it was kept.
+        `payload` is a request as an export writes it (the provider's keyed request)."""
+        parts = self._provider.key_parts(payload)
+        key = keys.cache_key(namespace, self.route, parts.context, parts.final, parts.text)
         vector = await self._embed(key.text) if key.text is not None else None
-        return await self.store(payload, key, vector, ttl, completion)
+        return await self.store(payload, key, vector, ttl, answer)
 
     def _count(
         self, outcome: str, started: float, status: int, similarity: float | None, namespace: str
@@ -317,18 +342,18 @@ class ChatProxy:
         else:
             label = "bypass"
             self._metrics.tally.bypasses += 1
-        self._metrics.request(ROUTE, label, time.perf_counter() - started)
+        self._metrics.request(self.route, label, time.perf_counter() - started)
         self._log(started, status, label, similarity, namespace)
 
     def _no_answer(
         self, started: float, status: int, message: str, outcome: str, namespace: str
     ) -> Response:
         """The upstream gave no (whole) answer: 502 or 504 in OpenAI's error shape."""
-        self._metrics.upstream_error(ROUTE)
-        self._metrics.request(ROUTE, "error", time.perf_counter() - started)
+        self._metrics.upstream_error(self.route)
+        self._metrics.request(self.route, "error", time.perf_counter() - started)
         self._log(started, status, "error", None, namespace)
         return Response(
-            chat.error_body(message, "upstream_error"),
+            self._provider.error_body(status, message, "upstream_error"),
             status,
             media_type="application/json",
             headers={"x-kallm-cache": outcome},
@@ -336,9 +361,10 @@ class ChatProxy:
 
     def _invalid(self, started: float, status: int, message: str, kind: str) -> Response:
         self._metrics.tally.invalid_requests += 1
-        self._metrics.request(ROUTE, "error", time.perf_counter() - started)
+        self._metrics.request(self.route, "error", time.perf_counter() - started)
         self._log(started, status, "invalid", None, None)
-        return Response(chat.error_body(message, kind), status, media_type="application/json")
+        body = self._provider.error_body(status, message, kind)
+        return Response(body, status, media_type="application/json")
 
     def _cache_failed(self, component: str) -> None:
         # Called inside `except`: one line with the error, not a traceback per request.
@@ -355,7 +381,7 @@ class ChatProxy:
     ) -> None:
         # The namespace's key-hash suffix is dropped: it identifies an API key.
         fields: dict[str, Any] = {
-            "route": ROUTE,
+            "route": self.route,
             "status": status,
             "outcome": outcome,
             "latency_ms": round((time.perf_counter() - started) * 1000, 2),
@@ -370,19 +396,14 @@ class ChatProxy:
 class _Commit:
     """Stores an answer once it is known to be whole."""
 
-    proxy: ChatProxy
+    proxy: CacheProxy
     payload: dict[str, Any]
     key: keys.CacheKey
     vector: Vector | None
     ttl: float
 
-    async def store(self, completion: dict[str, Any]) -> None:
-        await self.proxy.store(self.payload, self.key, self.vector, self.ttl, completion)
-
-    async def json(self, body: bytes) -> None:
-        completion = chat.parse_completion(body)
-        if completion is not None:
-            await self.store(completion)
+    async def store(self, answer: dict[str, Any]) -> None:
+        await self.proxy.store(self.payload, self.key, self.vector, self.ttl, answer)
 
 
 async def _iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:

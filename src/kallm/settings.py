@@ -50,6 +50,12 @@ class Settings(BaseSettings):
 
     openai_api_key: Annotated[SecretStr | None, _env("OPENAI_API_KEY")] = None
     openai_base_url: Annotated[str, _env("OPENAI_BASE_URL")] = "https://api.openai.com/v1"
+    anthropic_api_key: Annotated[SecretStr | None, _env("ANTHROPIC_API_KEY")] = None
+    anthropic_base_url: Annotated[str, _env("ANTHROPIC_BASE_URL")] = "https://api.anthropic.com"
+    gemini_api_key: Annotated[SecretStr | None, _env("GEMINI_API_KEY")] = None
+    gemini_base_url: Annotated[str, _env("GEMINI_BASE_URL")] = (
+        "https://generativelanguage.googleapis.com"
+    )
     port: Annotated[int, _env("KALLM_PORT"), Field(ge=1, le=65535)] = 8080
     host: Annotated[str, _env("KALLM_HOST")] = "0.0.0.0"
     # None: the calibrated default of the embedding model (README, "How kallm decides a HIT").
@@ -97,14 +103,14 @@ class Settings(BaseSettings):
             raise ValueError("must be a positive duration")
         return seconds
 
-    @field_validator("openai_base_url")
+    @field_validator("openai_base_url", "anthropic_base_url", "gemini_base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
-    @field_validator("openai_api_key")
+    @field_validator("openai_api_key", "anthropic_api_key", "gemini_api_key")
     @classmethod
     def _blank_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
         return value if value and value.get_secret_value() else None
@@ -120,6 +126,10 @@ class Settings(BaseSettings):
         return None
 
 
+# Never echoed in errors: keys, and URLs that may hold passwords.
+SECRET_FIELDS = frozenset(
+    {"openai_api_key", "anthropic_api_key", "gemini_api_key", "admin_token", "backend"}
+)
 ENV_NAMES = {name: str(field.validation_alias) for name, field in Settings.model_fields.items()}
 
 
@@ -136,7 +146,7 @@ def load_settings(**overrides: Any) -> Settings:
         for item in error.errors():
             field = str(item["loc"][0]) if item["loc"] else "?"
             env = ENV_NAMES.get(field, field.upper())
-            secret = field in {"openai_api_key", "admin_token", "backend"}  # URLs hold passwords
+            secret = field in SECRET_FIELDS  # URLs hold passwords
             shown = "" if secret else f" (got {item.get('input')!r})"
             problems.append(f"{env}: {item['msg']}{shown}")
         raise SettingsError("invalid setting: " + "; ".join(problems)) from None

@@ -108,7 +108,7 @@ def _sse(payload: Any) -> bytes:
     return f"data: {json.dumps(payload)}\n\n".encode()
 
 
-class _Simulator:
+class Simulator:
     def __init__(self, latency: float) -> None:
         self.latency = latency
         self.calls = 0  # numbers the answers, so each upstream call is recognisable
@@ -199,8 +199,28 @@ class _Simulator:
             return _invalid("'model' (a string) is required.")
         texts = body.get("input")
         texts = [texts] if isinstance(texts, str) else texts
-        if not (isinstance(texts, list) and texts and all(isinstance(t, str) for t in texts)):
-            return _invalid("'input' must be a string or a non-empty list of strings.")
+
+        def is_tokens(value: Any) -> bool:
+            return isinstance(value, list) and bool(value) and all(type(t) is int for t in value)
+
+        if is_tokens(texts):
+            texts = [texts]  # one tokenized text
+        if not (
+            isinstance(texts, list)
+            and texts
+            and (all(isinstance(t, str) for t in texts) or all(is_tokens(t) for t in texts))
+        ):
+            return _invalid(
+                "'input' must be a string, a non-empty list of strings, a token array or a "
+                "non-empty list of token arrays."
+            )
+        # A token array embeds as a text of its token numbers, and counts one token each.
+        words = [t if isinstance(t, str) else " ".join(f"t{n}" for n in t) for t in texts]
+        directives = {name for text in words for name, _ in _DIRECTIVE.findall(text)}
+        if "error500" in directives:
+            return _error(500, "simulated server error", "server_error")
+        if "error429" in directives:
+            return _error(429, "simulated rate limit exceeded", "requests", "rate_limit_exceeded")
         dimensions = body.get("dimensions", DEFAULT_DIMENSIONS)
         if not isinstance(dimensions, int) or not 1 <= dimensions <= 4096:
             return _invalid("'dimensions' must be an integer from 1 to 4096.")
@@ -208,13 +228,13 @@ class _Simulator:
         if encoding not in ("float", "base64"):
             return _invalid("'encoding_format' must be 'float' or 'base64'.")
         data: list[dict[str, Any]] = []
-        for index, text in enumerate(texts):
+        for index, text in enumerate(words):
             vector: Any = embed(text, dimensions)
             if encoding == "base64":
                 # The openai SDK asks for base64 (little-endian float32) unless told otherwise.
                 vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
             data.append({"object": "embedding", "index": index, "embedding": vector})
-        tokens = sum(_tokens(t) for t in texts)
+        tokens = sum(_tokens(t) if isinstance(t, str) else len(t) for t in texts)
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return JSONResponse(
             {"object": "list", "data": data, "model": body["model"], "usage": usage}
@@ -319,8 +339,14 @@ async def _broken(partial: bytes) -> AsyncIterator[bytes]:
 
 def create_simulator_app(latency: float = 0.0) -> Starlette:
     """The simulator as an ASGI app; `latency` seconds pass before each chat answer starts."""
-    sim = _Simulator(latency)
+    sim = Simulator(latency)
+    # Each provider's stand-in lives in its own module; they share the request record.
+    from kallm import simulator_anthropic, simulator_gemini, simulator_responses
+
     routes = [
+        *simulator_anthropic.routes(sim),
+        *simulator_gemini.routes(sim),
+        *simulator_responses.routes(sim),
         Route("/v1/chat/completions", sim.recorded(sim.chat), methods=["POST"]),
         Route("/v1/embeddings", sim.recorded(sim.embeddings), methods=["POST"]),
         Route("/v1/models", sim.recorded(sim.models), methods=["GET"]),

@@ -21,6 +21,9 @@ HOP_BY_HOP = frozenset(
     }
 )
 _NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length"}
+# Where clients put API keys (OpenAI, Azure, Anthropic, Gemini): all dropped when kallm uses
+# its own key, so a client's key never travels beside kallm's.
+CLIENT_KEY_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "x-goog-api-key"})
 
 
 class UpstreamFailure(Exception):
@@ -35,21 +38,27 @@ class BrokenStream(Exception):
     """The upstream broke off a stream; raised to drop the client's connection too."""
 
 
+def bearer(api_key: str | None) -> dict[str, str] | None:
+    """OpenAI's way of sending a key."""
+    return None if api_key is None else {"authorization": f"Bearer {api_key}"}
+
+
 def request_headers(
-    headers: Mapping[str, str], api_key: str | None, *, decoded: bool
+    headers: Mapping[str, str], auth: Mapping[str, str] | None, *, decoded: bool
 ) -> dict[str, str]:
     """Client headers to send upstream. kallm's own headers and Cache-Control are for kallm.
-    With `api_key`, kallm's key replaces the client's. With `decoded`, kallm will read the
-    body itself, so it asks for an unencoded one."""
+    With `auth` (kallm's own key, in the provider's header), it replaces the client's keys.
+    With `decoded`, kallm will read the body itself, so it asks for an unencoded one."""
     out = {
         name: value
         for name, value in headers.items()
         if name not in _NOT_FORWARDED
         and not name.startswith("x-kallm-")
         and (name != "cache-control" or not decoded)
+        and (auth is None or name not in CLIENT_KEY_HEADERS)
     }
-    if api_key is not None:
-        out["authorization"] = f"Bearer {api_key}"
+    if auth is not None:
+        out.update(auth)
     if decoded:
         out["accept-encoding"] = "identity"
     return out

@@ -43,7 +43,8 @@ def clean_env(**settings: str) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("KALLM_", "OPENAI_")) and k not in ("HTTP_PROXY", "HTTPS_PROXY")
+        if not k.startswith(("KALLM_", "OPENAI_", "ANTHROPIC_", "GEMINI_", "GOOGLE_"))
+        and k not in ("HTTP_PROXY", "HTTPS_PROXY")
     }
     env["PYTHONUNBUFFERED"] = "1"  # logs reach the file as they are written
     env.update(settings)
@@ -255,6 +256,8 @@ def start_kallm(
 ) -> Kallm:
     port = free_port()
     settings.setdefault("OPENAI_BASE_URL", simulator.base_url)
+    settings.setdefault("ANTHROPIC_BASE_URL", simulator.root)
+    settings.setdefault("GEMINI_BASE_URL", simulator.root)
     args = [sys.executable, "-m", "kallm", "serve", "--host", "127.0.0.1", "--port", str(port)]
     log_path = tmp_path_factory.mktemp("logs") / f"{name}.log"
     process = Process(name, args, clean_env(**settings), log_path)

@@ -1,7 +1,7 @@
 """Helpers for the Kubernetes tests: the chart's paths, helm and kubernetes-validate.
 
-The tools come from scripts/install_k8s_tools.sh (helm into .k8s-tools/bin, kubernetes-validate
-into .venv). A missing tool fails these tests, never skips them.
+The tools come from scripts/install_k8s_tools.sh (helm and kubectl into .k8s-tools/bin,
+kubernetes-validate into .venv). A missing tool fails these tests, never skips them.
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ PRODUCTION_VALUES = CHART / "values-production.yaml"
 CRD_FILE = CHART / "crds" / "semanticcachepolicies.yaml"
 EXAMPLES = ROOT / "deploy" / "examples"
 KUBERNETES_VERSION = "1.30.0"
-INSTALL_HINT = "run scripts/install_k8s_tools.sh to install helm and kubernetes-validate"
+INSTALL_HINT = "run scripts/install_k8s_tools.sh to install helm, kubectl and kubernetes-validate"
 
 
-def find_helm() -> str | None:
-    local = ROOT / ".k8s-tools" / "bin" / "helm"
+def find_tool(name: str) -> str | None:
+    """helm or kubectl: the one the install script put in .k8s-tools/bin, else on PATH."""
+    local = ROOT / ".k8s-tools" / "bin" / name
     if local.is_file():
         return str(local)
-    return shutil.which("helm")
+    return shutil.which(name)
 
 
 def find_kubernetes_validate() -> str | None:

@@ -96,6 +96,17 @@ def test_rendered_manifests_validate_strictly(helm, kubernetes_validate, tmp_pat
         assert f"{doc['kind'].lower()}/{doc['metadata']['name']}" in result.stdout
 
 
+@pytest.mark.parametrize("values", ["defaults", "production"])
+def test_kubectl_reads_every_rendered_object(helm, kubectl, tmp_path, values):
+    """kubectl's own decoder (offline: --local) accepts the chart as it would at apply time."""
+    docs = template(helm, *VALUE_SETS[values])
+    manifest = tmp_path / "manifest.yaml"
+    manifest.write_text(yaml.safe_dump_all(docs))
+    result = run([kubectl, "label", "--local", "-f", str(manifest), "checked=yes", "-o", "name"])
+    read = {line.split("/", 1)[1] for line in result.stdout.split()}
+    assert read == {doc["metadata"]["name"] for doc in docs}
+
+
 def test_validator_rejects_unknown_fields(helm, kubernetes_validate, tmp_path):
     """Guards the test above: strict validation does catch a misplaced field."""
     deployment = one(template(helm), "Deployment")
@@ -163,6 +174,8 @@ def test_every_readme_setting_can_be_set(helm):
         "--set", "config.verifierThreshold=0.7",
         "--set", "config.pricesFile=/etc/kallm/prices.json",
         "--set", "openai.apiKey=sk-test",
+        "--set", "anthropic.apiKey=sk-ant-test",
+        "--set", "gemini.existingSecret=google-keys",
         "--set", "adminToken.value=token",
         "--set", "policies.kubeApiUrl=https://kubernetes.example:6443",
     )  # fmt: skip
@@ -283,11 +296,16 @@ def test_production_values(helm):
 
 
 def test_secret_created_or_existing(helm):
-    docs = template(helm, "--set", "openai.apiKey=sk-abc", "--set", "adminToken.value=t0k")
+    docs = template(
+        helm,
+        "--set", "openai.apiKey=sk-abc", "--set", "adminToken.value=t0k",
+        "--set", "anthropic.apiKey=sk-ant", "--set", "gemini.apiKey=AIza",
+    )  # fmt: skip
     secret = one(docs, "Secret")
-    assert set(secret["data"]) == {"OPENAI_API_KEY", "KALLM_ADMIN_TOKEN"}
+    names = {"OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "KALLM_ADMIN_TOKEN"}
+    assert set(secret["data"]) == names
     env = {e["name"]: e for e in container(docs)["env"]}
-    for name in ("OPENAI_API_KEY", "KALLM_ADMIN_TOKEN"):
+    for name in names:
         ref = env[name]["valueFrom"]["secretKeyRef"]
         assert ref == {"name": secret["metadata"]["name"], "key": name}
     docs = template(

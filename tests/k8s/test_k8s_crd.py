@@ -25,7 +25,7 @@ SPEC_FIELDS = {
     "bypass",
     "shareAcrossNamespaces",
 }
-ENDPOINTS = ["chat.completions", "responses", "messages", "embeddings", "completions"]
+ENDPOINTS = ["chat.completions", "responses", "messages", "gemini", "embeddings", "completions"]
 EXAMPLE_FILES = sorted(EXAMPLES.glob("*.yaml"))
 
 

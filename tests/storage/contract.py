@@ -4,7 +4,6 @@ provides `make_store`: an async factory `(max_entries) -> Store` giving an empty
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 
 import numpy as np
@@ -20,22 +19,19 @@ def vec(*values):
     return v / np.linalg.norm(v)
 
 
-def entry(i, vector=None, namespace="ns", partition="p", ttl=100.0, model="m", text=None, age=0.0):
+def entry(
+    i, vector=None, namespace="ns", partition="p", ttl=100.0, model="m", text=None, age=0.0,
+    scope="",
+):  # fmt: skip
     return Entry(
         id=f"id{i}", namespace=namespace, partition=partition, exact=f"exact{i}",
         text=text or f"prompt {i}", vector=vector, embedding_model=model, model="gpt-4o-mini",
         response={"n": i}, created=NOW - age, expires=NOW + ttl,
-        extra={"usage": {"prompt_tokens": i}},
+        extra={"usage": {"prompt_tokens": i}}, scope=scope,
     )  # fmt: skip
 
 
 class StoreContract:
-    @pytest.fixture(autouse=True)
-    def _real_now(self, monkeypatch):
-        # Servers expire entries by the real clock: each test's entries start from now, not
-        # from when this module was imported.
-        monkeypatch.setattr(sys.modules[__name__], "NOW", time.time())
-
     @pytest.fixture
     def make_store(self):
         raise NotImplementedError
@@ -158,3 +154,63 @@ class StoreContract:
             assert await store.count(NOW) == 40
 
         self.scenario(make_store, 40, body)
+
+    def test_a_scope_limit_keeps_the_most_recently_used_of_the_scope(self, make_store):
+        async def body(store):
+            # Scope B: older than every entry of A, yet A's bound never touches it.
+            for i in (10, 11):
+                await store.put(entry(i, vec(1, 0, 0), namespace=f"b{i}", age=50, scope="B"), 3)
+            # Scope A spans two namespaces: 0, 2, 4 in "a", 1, 3 in "a@key"; 0 oldest.
+            namespaces = ["a", "a@key", "a", "a@key", "a"]
+            for i in range(3):
+                await store.put(entry(i, vec(1, i, 0), namespaces[i], age=10 - i, scope="A"), 3)
+            await store.record_hit(await store.get_exact("a", "exact0", NOW), NOW + 1)
+            for i in (3, 4):  # evict 1, then 2: 0 was used last
+                await store.put(entry(i, vec(1, i, 0), namespaces[i], age=10 - i, scope="A"), 3)
+            for i in (1, 2):
+                assert await store.get_exact(namespaces[i], f"exact{i}", NOW) is None
+            for i in (0, 3, 4):
+                assert (await store.get_exact(namespaces[i], f"exact{i}", NOW)).id == f"id{i}"
+            for namespace, expected in (("a", {"id0", "id4"}), ("a@key", {"id3"})):
+                hits = await store.search(namespace, "p", vec(1, 1, 0), "m", 10, NOW)
+                assert {h.entry.id for h in hits} == expected
+            for i in (10, 11):
+                assert (await store.get_exact(f"b{i}", f"exact{i}", NOW)).id == f"id{i}"
+            listed = await store.entries(EntryQuery(), NOW)
+            assert {e.id for e in listed} == {"id0", "id3", "id4", "id10", "id11"}
+            assert await store.count(NOW) == 5
+
+        self.scenario(make_store, 10, body)
+
+    def test_the_scope_round_trips(self, make_store):
+        async def body(store):
+            await store.put(entry(1, vec(1, 0, 0), namespace="k8s:team-a/x", scope="team-a"))
+            await store.put(entry(2, vec(0, 1, 0), namespace="k8s:team-a/x"))
+            found = await store.get_exact("k8s:team-a/x", "exact1", NOW)
+            assert found.scope == "team-a" and found.owner == "team-a"
+            found = await store.get_exact("k8s:team-a/x", "exact2", NOW)
+            assert found.scope == "" and found.owner == "k8s:team-a/x"
+            listed = await store.entries(EntryQuery(namespace="k8s:team-a/x"), NOW)
+            assert {e.id: e.scope for e in listed} == {"id1": "team-a", "id2": ""}
+            hits = await store.search("k8s:team-a/x", "p", vec(1, 0, 0), "m", 1, NOW)
+            assert [(h.entry.id, h.entry.scope) for h in hits] == [("id1", "team-a")]
+
+        self.scenario(make_store, 10, body)
+
+    def test_an_empty_scope_counts_against_the_namespace(self, make_store):
+        async def body(store):
+            await store.put(entry(0, vec(1, 0), namespace="t", age=5), 2)
+            await store.put(entry(1, vec(1, 1), namespace="t", age=5, scope="other"), 2)
+            await store.put(entry(2, vec(1, 2), namespace="u", age=5), 2)
+            await store.put(entry(3, vec(1, 3), namespace="x", age=4, scope="t"), 2)
+            await store.put(entry(4, vec(1, 4), namespace="t", age=3), 2)  # scope t: 0, 3, 4
+            assert await store.get_exact("t", "exact0", NOW) is None
+            assert await store.search("t", "p", vec(1, 0), "m", 10, NOW) != []
+            assert {e.id for e in await store.entries(EntryQuery(), NOW)} == {
+                "id1", "id2", "id3", "id4"
+            }  # fmt: skip
+            await store.put(entry(5, vec(1, 5), namespace="t", age=2, scope="other"), 1)
+            assert await store.get_exact("t", "exact1", NOW) is None  # only scope other's
+            assert await store.count(NOW) == 4
+
+        self.scenario(make_store, 10, body)

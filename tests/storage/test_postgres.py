@@ -284,3 +284,49 @@ def test_an_unresponsive_server_hits_the_deadline_and_the_store_recovers(pg_url)
             await relay.close()
 
     run(body)
+
+
+def test_a_table_from_before_scopes_gets_the_column_and_its_index(pg_url):
+    table = fresh_table()
+
+    async def body():
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            await conn.execute(
+                psycopg.sql.SQL(
+                    "CREATE TABLE {t} (id text PRIMARY KEY, namespace text NOT NULL, "
+                    "partition text NOT NULL, exact text NOT NULL, text text, "
+                    "embedding vector, embedding_model text NOT NULL, model text NOT NULL, "
+                    "response jsonb NOT NULL, created float8 NOT NULL, "
+                    "expires float8 NOT NULL, hits bigint NOT NULL DEFAULT 0, "
+                    "last_hit float8, last_used float8 NOT NULL, "
+                    "extra jsonb NOT NULL DEFAULT '{{}}', UNIQUE (namespace, exact))"
+                ).format(t=psycopg.sql.Identifier(table))
+            )
+            await conn.execute(
+                psycopg.sql.SQL(
+                    "INSERT INTO {t} (id, namespace, partition, exact, text, embedding_model, "
+                    "model, response, created, expires, last_used) VALUES ('old', 'ns', 'p', "
+                    "'exact-old', 'hi', 'm', 'gpt', '{{}}', %s, %s, %s)"
+                ).format(t=psycopg.sql.Identifier(table)),
+                (NOW - 10, NOW + 100, NOW - 10),
+            )
+        async with opened(pg_url, table=table) as store:
+            assert (await store.get_exact("ns", "exact-old", NOW)).scope == ""
+            # The old row counts against its namespace: the oldest, it goes first.
+            await store.put(entry(1, vec(1, 0, 0)), 1)
+            assert await store.get_exact("ns", "exact-old", NOW) is None
+            assert (await store.get_exact("ns", "exact1", NOW)).id == "id1"
+        async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+            await conn.execute("SET enable_seqscan = off")
+            await conn.execute("SET enable_bitmapscan = off")
+            cursor = await conn.execute(
+                psycopg.sql.SQL(
+                    "EXPLAIN SELECT id FROM {t} WHERE coalesce(nullif(scope, ''), namespace) "
+                    "= 'ns' ORDER BY last_used DESC, id DESC OFFSET 3"
+                ).format(t=psycopg.sql.Identifier(table))
+            )
+            plan = "\n".join(row[0] for row in await cursor.fetchall())
+            assert f"Index Scan Backward using {table}_owner" in plan, plan
+
+    run(body)

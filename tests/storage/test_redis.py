@@ -251,3 +251,52 @@ def test_a_replica_that_fell_behind_a_trimmed_stream_reloads(redis_server, monke
 
 async def _indexed(store, n):
     return len(store._index.keys) == n
+
+
+def test_scope_evictions_reach_the_other_replica_and_leave_no_keys_behind(redis_server):
+    async def go():
+        prefix = fresh_prefix()
+        a, b = await replicas(redis_server.url, prefix)
+        try:
+            for i in range(3):
+                await a.put(live(i, vec(1, i, 0), namespace=f"n{i % 2}", scope="s"), 2)
+            assert await a.get_exact("n0", "exact0", time.time()) is None
+            # The eviction went out as a `del` event: B's index drops the vector too.
+            await within(1.0, lambda: _indexed_ids(b, {"id1", "id2"}))
+            members = await a._redis.zrange(f"{prefix}:s:s", 0, -1)
+            assert members == [b"id1", b"id2"]
+            await a.put(live(3, vec(1, 0, 0), ttl=0.3, namespace="n0", scope="s"))
+            await asyncio.sleep(0.5)
+            await a.put(live(4, vec(1, 0, 0), namespace="other"))  # purges the expired one
+            assert await a._redis.zrange(f"{prefix}:s:s", 0, -1) == [b"id1", b"id2"]
+            assert await a._redis.hkeys(f"{prefix}:own") != []
+            assert await b.delete("id1") is True
+            assert await a._redis.zrange(f"{prefix}:s:s", 0, -1) == [b"id2"]
+            await a.clear(None)
+            keys = [k async for k in a._redis.scan_iter(f"{prefix}:*")]
+            assert keys == [f"{prefix}:events".encode()]
+            await within(1.0, lambda: _index_empty(a, b))
+        finally:
+            await a.close()
+            await b.close()
+
+    asyncio.run(go())
+
+
+async def _indexed_ids(store, expected):
+    return set(store._index.keys) == expected
+
+
+def test_an_entry_stored_before_scopes_reads_with_an_empty_scope(redis_server):
+    async def go():
+        prefix = fresh_prefix()
+        (a,) = await replicas(redis_server.url, prefix, 1)
+        try:
+            await a.put(live(1, vec(1, 0, 0), scope="team"))
+            await a._redis.hdel(f"{prefix}:e:id1", "scope")
+            found = await a.get_exact("ns", "exact1", time.time())
+            assert found.scope == "" and found.owner == "ns"
+        finally:
+            await a.close()
+
+    asyncio.run(go())

@@ -11,6 +11,7 @@ import pytest
 from contract import StoreContract, entry, vec
 
 from kallm.storage import EntryQuery
+from kallm.storage.lazy import LazyStart
 from kallm.storage.sqlite import SqliteStore
 
 
@@ -104,3 +105,72 @@ def test_kill_9_during_a_write_burst_leaves_a_consistent_database(tmp_path):
             await store.close()
 
     asyncio.run(reopen())
+
+
+def test_a_database_from_before_scopes_gets_the_column_and_its_index(tmp_path):
+    path = tmp_path / "kallm.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE entries (id TEXT PRIMARY KEY, namespace TEXT NOT NULL, "
+            "partition TEXT NOT NULL, exact TEXT NOT NULL, text TEXT, vector BLOB, "
+            "embedding_model TEXT NOT NULL, model TEXT NOT NULL, response TEXT NOT NULL, "
+            "created REAL NOT NULL, expires REAL NOT NULL, hits INTEGER NOT NULL DEFAULT 0, "
+            "last_hit REAL, last_used REAL NOT NULL, extra TEXT NOT NULL)"
+        )
+        now = time.time()
+        db.execute(
+            "INSERT INTO entries (id, namespace, partition, exact, text, embedding_model, "
+            "model, response, created, expires, last_used, extra) "
+            "VALUES ('old', 'ns', 'p', 'exact-old', 'hi', 'm', 'gpt', '{}', ?, ?, ?, '{}')",
+            (now - 10, now + 100, now - 10),
+        )
+    db.close()
+
+    async def body():
+        store = SqliteStore(path, 10)
+        await store.start()
+        try:
+            assert (await store.get_exact("ns", "exact-old", time.time())).scope == ""
+            # The old row counts against its namespace: the oldest, it goes first.
+            await store.put(entry(1, vec(1, 0, 0)), 1)
+            assert await store.get_exact("ns", "exact-old", time.time()) is None
+            assert (await store.get_exact("ns", "exact1", time.time())).id == "id1"
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+    with sqlite3.connect(path) as db:
+        plan = db.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM entries "
+            "WHERE (CASE WHEN scope = '' THEN namespace ELSE scope END) = 'ns' "
+            "ORDER BY last_used LIMIT 1"
+        ).fetchall()
+    db.close()
+    assert "USING INDEX entries_scope" in str(plan), plan
+
+
+def test_a_put_whose_scope_bound_evicts_the_entry_itself_leaves_no_vector(tmp_path):
+    async def body():
+        store = SqliteStore(tmp_path / "kallm.db", 10)
+        await store.start()
+        try:
+            await store.put(entry(1, vec(1, 0, 0)), 0)
+            assert await store.count(time.time()) == 0
+            assert store._vectors._partitions == {}
+        finally:
+            await store.close()
+
+    asyncio.run(body())
+
+
+def test_lazy_start_passes_the_scope_limit_on(tmp_path):
+    async def body():
+        store = LazyStart(SqliteStore(tmp_path / "kallm.db", 10))
+        try:
+            for i in range(3):
+                await store.put(entry(i, vec(1, i, 0), age=3 - i, scope="s"), 2)
+            assert {e.id for e in await store.entries(EntryQuery(), time.time())} == {"id1", "id2"}
+        finally:
+            await store.close()
+
+    asyncio.run(body())

@@ -137,3 +137,17 @@ def test_a_tenant_from_the_cluster_encloses_the_header():
     assert keys.namespace("team-b", None, tenant="team-a") == "k8s:team-a/team-b"
     assert keys.namespace(None, None, tenant="team-a") == "k8s:team-a/default"
     assert keys.namespace("k8s:team-b/default", None, tenant="team-a").startswith("k8s:team-a/")
+
+
+def test_the_scope_of_a_namespace_is_its_tenant():
+    assert keys.scope("team-a") == "team-a"
+    assert keys.scope(keys.namespace("team-a", "sk-1")) == "team-a"
+    assert keys.scope(keys.namespace("sub/x", "sk-1", tenant="team-a")) == "team-a"
+    assert keys.scope(keys.namespace(None, None, tenant="team-a")) == "team-a"
+
+
+def test_a_peer_namespace_keeps_the_sub_namespace_and_the_key():
+    mine = keys.namespace("sub", "sk-1", tenant="team-a")
+    assert keys.peer(mine, "team-b") == keys.namespace("sub", "sk-1", tenant="team-b")
+    assert keys.peer(keys.namespace("team-a", "sk-1"), "team-b") == keys.namespace("team-b", "sk-1")
+    assert keys.peer("team-a", "team-b") == "team-b"

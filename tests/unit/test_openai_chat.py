@@ -83,7 +83,7 @@ def test_a_replayed_stream_rebuilds_the_cached_answer():
     recorder = chat.StreamRecorder()
     for d in data:
         recorder.add(d)
-    rebuilt = recorder.completion()
+    rebuilt = recorder.answer()
     assert rebuilt is not None
     assert [c["message"].get("content") for c in rebuilt["choices"]] == [
         c["message"]["content"] for c in COMPLETION["choices"]
@@ -109,14 +109,14 @@ def test_a_stream_without_done_is_not_an_answer():
     recorder = chat.StreamRecorder()
     for d in data:
         recorder.add(d)
-    assert recorder.completion() is None
+    assert recorder.answer() is None
 
 
 def test_an_unreadable_event_spoils_the_stream():
     recorder = chat.StreamRecorder()
     for d in [*events(chat.replay_stream(COMPLETION, include_usage=False))[:2], "{oops", "[DONE]"]:
         recorder.add(d)
-    assert recorder.completion() is None
+    assert recorder.answer() is None
 
 
 def test_json_replay_has_a_fresh_id_and_the_same_answer():

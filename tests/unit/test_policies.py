@@ -29,8 +29,21 @@ def test_the_example_policies_parse():
         0.7,
         43200,
     )
+    assert team_a.max_entries == 50000 and not team_a.share
+    assert support.share and support.max_entries == 10000
     with pytest.raises(ValueError):
         parse_policy(specs["team-b"])  # the invalid example
+    for wrong in (0, 2.5, True, "10"):
+        with pytest.raises(ValueError):
+            parse_policy({"maxEntries": wrong})
+
+
+def test_the_book_lists_the_namespaces_that_share():
+    book = PolicyBook()
+    book.set("b", Policy(share=True))
+    book.set("a", Policy(share=True))
+    book.set("c", Policy())
+    assert book.sharing() == ["a", "b"]
 
 
 def test_bypass_rules():
@@ -48,10 +61,16 @@ class Embedder:
     name = "fake"
 
     async def embed(self, text):
-        # "first ..." and any other prompt have cosine 0.9: the threshold decides.
-        if text.startswith("first"):
-            return np.array([1, 0, 0, 0], dtype=np.float32)
-        return np.array([0.9, np.sqrt(1 - 0.81), 0, 0], dtype=np.float32)
+        # "first ..." and any other prompt have cosine 0.9: the threshold decides. "item N"
+        # prompts are unrelated to everything else.
+        vector = np.zeros(8, dtype=np.float32)
+        if text.startswith("item "):
+            vector[2 + int(text.split()[1])] = 1
+        elif text.startswith("first"):
+            vector[0] = 1
+        else:
+            vector[:2] = [0.9, np.sqrt(1 - 0.81)]
+        return vector
 
     async def close(self):
         pass
@@ -67,18 +86,26 @@ def ask(client, namespace, prompt, model="gpt-4o-mini", headers=None):
 
 
 @pytest.fixture
-def client():
+def book():
+    book = PolicyBook()
+    book.set("off", Policy(enabled=False))
+    book.set("loose", Policy(similarity_threshold=0.85))
+    book.set("picky", Policy(bypass_models=frozenset({"o3"})))
+    book.set("short", Policy(ttl=0.001))
+    book.set("share-a", Policy(share=True))
+    book.set("share-b", Policy(share=True))
+    book.set("small", Policy(max_entries=2))
+    return book
+
+
+@pytest.fixture
+def client(book):
     def upstream(request):
         message = {"role": "assistant", "content": "ok"}
         choice = {"index": 0, "message": message, "finish_reason": "stop"}
         completion = {"id": "x", "object": "chat.completion", "created": 1, "choices": [choice]}
         return httpx.Response(200, json={**completion, "model": "gpt-4o-mini"})
 
-    book = PolicyBook()
-    book.set("off", Policy(enabled=False))
-    book.set("loose", Policy(similarity_threshold=0.85))
-    book.set("picky", Policy(bypass_models=frozenset({"o3"})))
-    book.set("short", Policy(ttl=0.001))
     settings = load_settings(
         openai_base_url="http://upstream.test/v1", openai_api_key="sk-test", verifier=False
     )
@@ -111,3 +138,34 @@ def test_bypass_models_and_ttl(client):
     assert ask(client, "picky", "first question", model="o3").headers["x-kallm-cache"] == "BYPASS"
     ask(client, "short", "first question")
     assert ask(client, "short", "first question").headers["x-kallm-cache"] == "MISS"  # expired
+
+
+def test_namespaces_that_share_serve_each_other_and_no_one_else(client):
+    ask(client, "share-a", "first question")
+    assert ask(client, "share-b", "first question").headers["x-kallm-cache"] == "HIT"
+    assert ask(client, "free", "first question").headers["x-kallm-cache"] == "MISS"
+    # A namespace that does not share neither reads nor is read by those that do.
+    ask(client, "free", "item 1")
+    assert ask(client, "share-a", "item 1").headers["x-kallm-cache"] == "MISS"
+    ask(client, "share-b", "item 2")
+    assert ask(client, "free", "item 2").headers["x-kallm-cache"] == "MISS"
+    assert ask(client, "share-a", "item 2").headers["x-kallm-cache"] == "HIT"
+
+
+def test_sharing_stops_as_soon_as_a_policy_turns_it_off(client, book):
+    ask(client, "share-a", "item 3")
+    assert ask(client, "share-b", "item 3").headers["x-kallm-cache"] == "HIT"
+    book.set("share-a", Policy(share=False))
+    assert ask(client, "share-b", "item 3").headers["x-kallm-cache"] == "MISS"
+    assert ask(client, "share-a", "item 3").headers["x-kallm-cache"] == "HIT"  # its own
+
+
+def test_max_entries_bounds_a_namespace_share_of_the_cache(client):
+    for i in range(3):
+        assert ask(client, "small", f"item {i}").headers["x-kallm-cache"] == "MISS"
+    assert ask(client, "small", "item 2").headers["x-kallm-cache"] == "HIT"
+    # The least recently used entry went when the third came in; other namespaces keep theirs.
+    assert ask(client, "small", "item 0").headers["x-kallm-cache"] == "MISS"
+    for i in range(3):
+        ask(client, "free", f"item {i}")
+    assert all(ask(client, "free", f"item {i}").headers["x-kallm-cache"] == "HIT" for i in range(3))

@@ -14,6 +14,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
+
+from kallm import upstream
+from kallm.providers.base import (
+    Call,
+    InvalidRequest,
+    KeyParts,
+    Upstream,
+    dumps,
+    estimate_tokens,
+    json_object,
+    parse_object,
+    split_text,
+)
 from kallm.sse import event
 
 # Fields that never change the answer, so they stay out of the cache key. Everything else
@@ -38,35 +52,8 @@ NOT_IN_KEY = frozenset(
 CACHEABLE_FINISH = frozenset({"stop", "length", "tool_calls", "function_call"})
 
 
-class InvalidRequest(ValueError):
-    """The body is not a chat completions request; the message says why."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.param = param
-
-
-@dataclass(frozen=True)
-class KeyParts:
-    """What identifies a request: `context` must match exactly, `text` is compared by meaning.
-
-    `final` is the final turn as sent; `text` is None when the final turn is not plain user
-    text (images, audio, tool results), so the request can only match exactly.
-    """
-
-    model: str
-    context: dict[str, Any]
-    final: Any
-    text: str | None
-
-
 def parse_request(body: bytes) -> dict[str, Any]:
-    try:
-        request = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidRequest(f"The request body is not valid JSON: {error}") from None
-    if not isinstance(request, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+    request = parse_object(body)
     if not isinstance(request.get("model"), str) or not request["model"]:
         raise InvalidRequest("'model' is required and must be a string.", "model")
     messages = request.get("messages")
@@ -150,14 +137,6 @@ def replay_json(completion: dict[str, Any]) -> dict[str, Any]:
     return {**completion, "id": _fresh_id(), "created": int(time.time())}
 
 
-def _split(text: str, pieces: int = 8) -> list[str]:
-    """Split text into about `pieces` parts on word boundaries, so a replay streams."""
-    words = text.split(" ")
-    size = max(1, -(-len(words) // pieces))
-    parts = [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
-    return [part + " " for part in parts[:-1]] + parts[-1:]
-
-
 def _choice_deltas(choice: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """The deltas that rebuild one cached choice's message, in the order OpenAI sends them."""
     message = choice.get("message") or {}
@@ -167,7 +146,7 @@ def _choice_deltas(choice: dict[str, Any]) -> Iterator[dict[str, Any]]:
     opening = "" if isinstance(content, str) else None
     yield {"role": message.get("role", "assistant"), "content": opening, **extras}
     if isinstance(content, str) and content:
-        for part in _split(content):
+        for part in split_text(content):
             yield {"content": part}
     for index, call in enumerate(message.get("tool_calls") or []):
         function = call.get("function", {})
@@ -181,7 +160,7 @@ def _choice_deltas(choice: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 }
             ]
         }
-        for part in _split(function.get("arguments", ""), pieces=4):
+        for part in split_text(function.get("arguments", ""), pieces=4):
             yield {"tool_calls": [{"index": index, "function": {"arguments": part}}]}
 
 
@@ -295,7 +274,7 @@ class StreamRecorder:
             # An event we cannot read (an error event, say) makes the answer untrustworthy.
             self.broken = True
 
-    def completion(self) -> dict[str, Any] | None:
+    def answer(self) -> dict[str, Any] | None:
         """The whole answer, or None unless the stream ended normally."""
         if not self.done or self.broken or not self._choices:
             return None
@@ -309,22 +288,69 @@ class StreamRecorder:
         return completion
 
 
-def dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def parse_completion(body: bytes) -> dict[str, Any] | None:
-    """An upstream answer as a dict, or None when it is not a JSON object."""
-    try:
-        completion = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return completion if isinstance(completion, dict) else None
-
-
 def estimate_usage(request: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]:
     """Token counts for an answer that came without usage (a stream without include_usage),
-    at about four characters a token, so saved-cost figures are not silently zero."""
-    prompt = len(json.dumps(request.get("messages", []))) // 4
-    answer = sum(len(json.dumps(choice.get("message", {}))) for choice in completion["choices"])
-    return {"prompt_tokens": prompt, "completion_tokens": answer // 4, "estimated": True}
+    so saved-cost figures are not silently zero."""
+    answer = sum(estimate_tokens(choice.get("message", {})) for choice in completion["choices"])
+    return {
+        "prompt_tokens": estimate_tokens(request.get("messages", [])),
+        "completion_tokens": answer,
+        "estimated": True,
+    }
+
+
+class OpenAIChat:
+    """`POST /v1/chat/completions`, upstream at OPENAI_BASE_URL (which ends in /v1)."""
+
+    route = "chat.completions"
+
+    def parse(self, call: Call) -> dict[str, Any]:
+        return parse_request(call.body)
+
+    def key_parts(self, request: dict[str, Any]) -> KeyParts:
+        return key_parts(request)
+
+    def keyed_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        return keyed_request(request)
+
+    def wants_stream(self, request: dict[str, Any]) -> bool:
+        return wants_stream(request)
+
+    def auth(self, api_key: str | None) -> dict[str, str] | None:
+        return upstream.bearer(api_key)
+
+    def client_key(self, call: Call) -> str | None:
+        return call.headers.get("authorization") or call.headers.get("api-key")
+
+    def upstream_request(
+        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
+    ) -> httpx.Request:
+        return client.build_request(
+            "POST",
+            f"{target.base_url}/chat/completions",
+            headers=upstream.request_headers(
+                call.headers, upstream.bearer(target.api_key), decoded=True
+            ),
+            content=call.body,
+        )
+
+    def recorder(self) -> StreamRecorder:
+        return StreamRecorder()
+
+    def parse_answer(self, body: bytes) -> dict[str, Any] | None:
+        return json_object(body)
+
+    def is_cacheable(self, answer: dict[str, Any]) -> bool:
+        return is_cacheable(answer)
+
+    def usage(self, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+        return answer.get("usage") or estimate_usage(request, answer)
+
+    def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
+        return dumps(replay_json(answer))
+
+    def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
+        return replay_stream(answer, wants_usage(request))
+
+    def error_body(self, status: int, message: str, kind: str) -> bytes:
+        return error_body(message, kind)

@@ -13,7 +13,9 @@ Vector = npt.NDArray[np.float32]
 
 @dataclass
 class Entry:
-    """One cached answer. `vector` is the embedding of `text` (None: exact match only)."""
+    """One cached answer. `vector` is the embedding of `text` (None: exact match only).
+    `scope` is the tenant the entry counts against for a per-scope size bound, which may
+    span several namespaces; "" stands for the entry's own namespace (see `owner`)."""
 
     id: str
     namespace: str
@@ -29,6 +31,12 @@ class Entry:
     hits: int = 0
     last_hit: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    scope: str = ""
+
+    @property
+    def owner(self) -> str:
+        """The scope the entry counts against: `scope`, or else its namespace."""
+        return self.scope or self.namespace
 
 
 @dataclass(frozen=True)
@@ -73,7 +81,13 @@ class Store(Protocol):
         now: float,
     ) -> list[Hit]: ...
 
-    async def put(self, entry: Entry) -> None: ...
+    async def put(self, entry: Entry, scope_limit: int | None = None) -> None:
+        """Store `entry`, replacing the entry of the same namespace and exact request. Then,
+        when `scope_limit` is given, evict the least recently used live entries of the
+        entry's scope (`Entry.owner`, across namespaces) until at most `scope_limit` remain,
+        by the same LRU order as the store's size bound (`record_hit` refreshes it); other
+        scopes are untouched. The store's size bound applies as well, as always."""
+        ...
 
     async def record_hit(self, entry: Entry, now: float) -> None: ...
 

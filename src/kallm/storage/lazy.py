@@ -54,8 +54,8 @@ class LazyStart:
         store = await self._ready()
         return await store.search(namespace, partition, vector, embedding_model, limit, now)
 
-    async def put(self, entry: Entry) -> None:
-        await (await self._ready()).put(entry)
+    async def put(self, entry: Entry, scope_limit: int | None = None) -> None:
+        await (await self._ready()).put(entry, scope_limit)
 
     async def record_hit(self, entry: Entry, now: float) -> None:
         await (await self._ready()).record_hit(entry, now)

@@ -1,5 +1,5 @@
 """The embedded default store: a dict with LRU order and TTL, plus the vector index. Lives
-and dies with the process."""
+and dies with the process. Each scope keeps its own LRU order too, for per-scope bounds."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ class MemoryStore:
     def __init__(self, max_entries: int) -> None:
         self._max_entries = max_entries
         self._entries: OrderedDict[str, Entry] = OrderedDict()  # least recently used first
+        # The ids of each scope (`Entry.owner`), least recently used first.
+        self._scopes: dict[str, OrderedDict[str, None]] = {}
         self._exact: dict[tuple[str, str], str] = {}
         self._vectors = VectorIndex()
         self._expiry: list[tuple[float, str]] = []
@@ -34,11 +36,14 @@ class MemoryStore:
         found = await self._vectors.nearest((namespace, partition, embedding_model), vector, limit)
         return [Hit(e, score) for entry_id, score in found if (e := self._live(entry_id, now))]
 
-    async def put(self, entry: Entry) -> None:
+    async def put(self, entry: Entry, scope_limit: int | None = None) -> None:
         old_id = self._exact.get((entry.namespace, entry.exact))
         if old_id is not None:
             self._remove(old_id)
+        if entry.id in self._entries:  # the same id under another request: replaced too
+            self._remove(entry.id)
         self._entries[entry.id] = entry
+        self._scopes.setdefault(entry.owner, OrderedDict())[entry.id] = None
         self._exact[(entry.namespace, entry.exact)] = entry.id
         self._vectors.add(entry)
         heapq.heappush(self._expiry, (entry.expires, entry.id))
@@ -47,14 +52,20 @@ class MemoryStore:
             self._expiry = [(e.expires, e.id) for e in self._entries.values()]
             heapq.heapify(self._expiry)
         self._purge_expired(entry.created)
+        if scope_limit is not None:
+            scope = self._scopes.get(entry.owner)
+            while scope and len(scope) > scope_limit:
+                self._remove(next(iter(scope)))
         while len(self._entries) > self._max_entries:
             self._remove(next(iter(self._entries)))
 
     async def record_hit(self, entry: Entry, now: float) -> None:
-        if entry.id in self._entries:
+        stored = self._entries.get(entry.id)
+        if stored is not None:
             entry.hits += 1
             entry.last_hit = now
             self._entries.move_to_end(entry.id)
+            self._scopes[stored.owner].move_to_end(entry.id)
 
     async def count(self, now: float) -> int:
         self._purge_expired(now)
@@ -102,6 +113,10 @@ class MemoryStore:
 
     def _remove(self, entry_id: str) -> None:
         entry = self._entries.pop(entry_id)
+        scope = self._scopes[entry.owner]
+        del scope[entry_id]
+        if not scope:
+            del self._scopes[entry.owner]
         if self._exact.get((entry.namespace, entry.exact)) == entry_id:
             del self._exact[(entry.namespace, entry.exact)]
         self._vectors.remove(entry)

@@ -22,8 +22,10 @@ partition, model and expiry filters reject its first candidates, instead of retu
 fewer rows than exist. Vectors above 2,000 dimensions cannot be HNSW-indexed by pgvector;
 they are stored and searched exactly, without an index.
 
-Size bound. After each put, in the same transaction: expired rows are deleted, then every
-row beyond `max_entries` in `last_used` order. Walking `max_entries` entries of the
+Size bound. After each put, in the same transaction: expired rows are deleted, then (when
+the put has a `scope_limit`) every row of the entry's scope beyond it in `last_used` order,
+walking the `(owner, last_used, id)` expression index, then every row beyond `max_entries`
+in `last_used` order. Walking `max_entries` entries of the
 `last_used` index costs a few milliseconds per 10,000 entries. Puts that run at the same
 moment (several instances) each see only committed rows, so the bound may be overshot by
 the puts in flight until the next put; deletes skip rows locked by others, so concurrent
@@ -68,8 +70,12 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,39}")
 # Every Entry field, in Entry's order; `embedding` is `Entry.vector`.
 _FIELDS = (
     "id", "namespace", "partition", "exact", "text", "embedding", "embedding_model", "model",
-    "response", "created", "expires", "hits", "last_hit", "extra",
+    "response", "created", "expires", "hits", "last_hit", "extra", "scope",
 )  # fmt: skip
+
+# `Entry.owner` in SQL; the scope index is on this expression, and the eviction query must
+# spell it the same way for the planner to use that index.
+_OWNER = sql.SQL("(coalesce(nullif(scope, ''), namespace))")
 
 
 class PostgresStore:
@@ -151,13 +157,13 @@ class PostgresStore:
         rows = await self._fetch(self._search_sql(len(vector)), params)
         return [Hit(_entry(row[:-1]), float(row[-1])) for row in rows]
 
-    async def put(self, entry: Entry) -> None:
+    async def put(self, entry: Entry, scope_limit: int | None = None) -> None:
         if entry.vector is not None:
             await self._ensure_index(len(entry.vector))
         columns = sql.SQL(", ").join(sql.Identifier(f) for f in (*_FIELDS, "last_used"))
         upsert = sql.SQL(
             "INSERT INTO {t} ({columns}) VALUES "
-            "(%s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+            "(%s, %s, %s, %s, %s, %s::vector, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
             "ON CONFLICT (namespace, exact) DO UPDATE SET ({columns}) = ROW({excluded})"
         ).format(
             t=self._table,
@@ -171,7 +177,8 @@ class PostgresStore:
         values = (
             entry.id, entry.namespace, entry.partition, entry.exact, entry.text, vector,
             entry.embedding_model, entry.model, Jsonb(entry.response), entry.created,
-            entry.expires, entry.hits, entry.last_hit, Jsonb(entry.extra), last_used,
+            entry.expires, entry.hits, entry.last_hit, Jsonb(entry.extra), entry.scope,
+            last_used,
         )  # fmt: skip
         # The upsert comes first and both deletes skip rows other transactions hold: a put
         # waits for a lock only while it holds none, so concurrent puts cannot deadlock.
@@ -186,12 +193,20 @@ class PostgresStore:
             "(SELECT id FROM {t} ORDER BY last_used DESC, id DESC OFFSET %s) "
             "FOR UPDATE SKIP LOCKED)"
         ).format(t=self._table)
+        # The same within the entry's scope, walking the scope's index from its newest end.
+        evict_scope = sql.SQL(
+            "DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE id IN "
+            "(SELECT id FROM {t} WHERE {owner} = %s ORDER BY last_used DESC, id DESC OFFSET %s) "
+            "FOR UPDATE SKIP LOCKED)"
+        ).format(t=self._table, owner=_OWNER)
 
         async def op(conn: Connection) -> None:
-            # One transaction, sent as a pipeline: one round trip instead of five.
+            # One transaction, sent as a pipeline: one round trip instead of five or six.
             async with conn.pipeline(), conn.transaction():
                 await conn.execute(upsert, values)
                 await conn.execute(purge, (entry.created,))
+                if scope_limit is not None:
+                    await conn.execute(evict_scope, (entry.owner, max(scope_limit, 0)))
                 await conn.execute(evict, (self._max_entries,))
 
         await self._run(op)
@@ -287,7 +302,7 @@ class PostgresStore:
         same at the same moment: a transaction-scoped advisory lock takes turns, as
         `IF NOT EXISTS` alone races on the catalog."""
         t = self._table
-        statements: list[Query] = [
+        tables: list[Query] = [
             sql.SQL("CREATE EXTENSION IF NOT EXISTS vector"),
             sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {t} ("
@@ -296,8 +311,11 @@ class PostgresStore:
                 "embedding_model text NOT NULL, model text NOT NULL, response jsonb NOT NULL, "
                 "created float8 NOT NULL, expires float8 NOT NULL, "
                 "hits bigint NOT NULL DEFAULT 0, last_hit float8, last_used float8 NOT NULL, "
-                "extra jsonb NOT NULL DEFAULT '{{}}', UNIQUE (namespace, exact))"
+                "extra jsonb NOT NULL DEFAULT '{{}}', scope text NOT NULL DEFAULT '', "
+                "UNIQUE (namespace, exact))"
             ).format(t=t),
+        ]
+        indexes: list[Query] = [
             # Search scope; also serves clear(namespace) and listing one namespace.
             sql.SQL(
                 "CREATE INDEX IF NOT EXISTS {i} ON {t} (namespace, partition, embedding_model)"
@@ -309,13 +327,32 @@ class PostgresStore:
             sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} (expires)").format(
                 i=self._index_name("expires"), t=t
             ),
+            # Per-scope LRU eviction walks this from the newest end of one scope.
+            sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {t} ({owner}, last_used, id)").format(
+                i=self._index_name("owner"), t=t, owner=_OWNER
+            ),
         ]
+        # Tables made before entries had a scope get the column ("" counts every old row
+        # against its namespace; a constant default adds no rewrite). Only when it is
+        # missing: ALTER TABLE locks the table exclusively even when there is nothing to do.
+        add_scope = sql.SQL(
+            "ALTER TABLE {t} ADD COLUMN IF NOT EXISTS scope text NOT NULL DEFAULT ''"
+        ).format(t=t)
         async with self._setup_lock:
             if self._ready:
                 return
             async with conn.transaction():
                 await self._lock_schema(conn)
-                for statement in statements:
+                for statement in tables:
+                    await conn.execute(statement)
+                cursor = await conn.execute(
+                    "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass "
+                    "AND attname = 'scope' AND NOT attisdropped",
+                    (t.as_string(conn),),
+                )
+                if await cursor.fetchone() is None:
+                    await conn.execute(add_scope)
+                for statement in indexes:
                     await conn.execute(statement)
                 # Dimensions indexed by earlier runs or other instances need no DDL again.
                 cursor = await conn.execute(
@@ -517,7 +554,7 @@ def _vector(data: bytes | None) -> Vector | None:
 
 def _entry(row: TupleRow) -> Entry:
     (id_, namespace, partition, exact, text, embedding, embedding_model, model, response,
-     created, expires, hits, last_hit, extra) = row  # fmt: skip
+     created, expires, hits, last_hit, extra, scope) = row  # fmt: skip
     return Entry(
         id=id_,
         namespace=namespace,
@@ -533,4 +570,5 @@ def _entry(row: TupleRow) -> Entry:
         hits=int(hits),
         last_hit=last_hit,
         extra=extra,
+        scope=scope,
     )

@@ -8,18 +8,21 @@ Keys, all under `prefix`:
 - `{prefix}:x:{namespace}:{exact}`: the id of the entry for an exact request, same expiry.
   Exact keys are hex digests, so the last `:` separates them from namespaces that hold `:`.
 - `{prefix}:lru`: a sorted set, id by last use (`max(created, last_hit)`), for the size bound.
+- `{prefix}:s:{owner}`: the same, for the entries of one scope (`Entry.owner`), for a put's
+  `scope_limit`; and `{prefix}:own`, a hash of each id's owner, so an entry whose hash Redis
+  has expired still leaves its scope's set.
 - `{prefix}:exp`: a sorted set, id by `expires`. It counts live entries without reading
   them, lists every entry (a ZSCAN of the set, not a SCAN of a keyspace other apps may
   share), and finds ids whose hashes Redis has expired, so they leave `lru` too.
 - `{prefix}:events`: a stream of `put` (with the vector) and `del` events, capped near
   10,000, from which every replica keeps its index in step.
 
-Every write is one Lua script, so the entry, both sorted sets and the event change together
+Every write is one Lua script, so the entry, the sorted sets and the event change together
 (a crash or a concurrent replica never sees half of it). `put` replaces the entry of the same
-exact request, drops up to 100 expired ids and evicts the least recently used beyond
-`max_entries`. A clear is a `del` event per removed entry, never one "clear namespace" event:
-an entry another replica writes while the clear runs survives in Redis, and a blanket event
-would drop it from every index.
+exact request, drops up to 100 expired ids, evicts the least recently used of its scope
+beyond `scope_limit` (when given), then those beyond `max_entries`. A clear is a `del` event
+per removed entry, never one "clear namespace" event: an entry another replica writes while
+the clear runs survives in Redis, and a blanket event would drop it from every index.
 
 Search is local: the nearest ids come from the replica's `VectorIndex` (numpy), then the
 candidate entries are read back from Redis, so deletion, eviction and expiry on any replica
@@ -76,6 +79,7 @@ _SEARCH_ROUNDS = 3  # searches again when candidates turned out to be gone from 
 _REMOVE = """
 local prefix, maxlen = ARGV[1], ARGV[2]
 local lru, expiries, events = prefix .. ':lru', prefix .. ':exp', prefix .. ':events'
+local owners = prefix .. ':own'
 local existed = 0
 local function remove(id, gone)
   local key = prefix .. ':e:' .. id
@@ -87,6 +91,11 @@ local function remove(id, gone)
     existed = existed + 1
   end
   local tracked = redis.call('ZREM', lru, id) + redis.call('ZREM', expiries, id)
+  local owner = redis.call('HGET', owners, id)
+  if owner then
+    redis.call('ZREM', prefix .. ':s:' .. owner, id)
+    tracked = tracked + redis.call('HDEL', owners, id)
+  end
   if found[1] or tracked > 0 then
     redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'op', 'del', 'id', id)
     gone[#gone + 1] = id
@@ -105,24 +114,30 @@ return existed
 )
 
 # ARGV: prefix, maxlen, id, namespace, exact, expires (ms, integer), expires, last used,
-# max entries, partition, embedding model, vector ('' for none), then the hash's field
-# value pairs. Returns {ids removed before the write, ids removed after it}.
+# max entries, partition, embedding model, vector ('' for none), owner, scope limit ('' for
+# none), then the hash's field value pairs. Returns {ids removed before the write, ids
+# removed after it}.
 _PUT = (
     _REMOVE
     + """
 local id = ARGV[3]
 local key = prefix .. ':e:' .. id
 local exact_key = prefix .. ':x:' .. ARGV[4] .. ':' .. ARGV[5]
+local scope = prefix .. ':s:' .. ARGV[13]
 local replaced, evicted = {}, {}
 local old = redis.call('GET', exact_key)
 if old then remove(old, replaced) end
-if redis.call('EXISTS', key) == 1 then remove(id, replaced) end
-redis.call('HSET', key, unpack(ARGV, 13))
+if redis.call('EXISTS', key) == 1 or redis.call('HEXISTS', owners, id) == 1 then
+  remove(id, replaced)
+end
+redis.call('HSET', key, unpack(ARGV, 15))
 redis.call('PEXPIREAT', key, ARGV[6])
 redis.call('SET', exact_key, id)
 redis.call('PEXPIREAT', exact_key, ARGV[6])
 redis.call('ZADD', lru, ARGV[8], id)
 redis.call('ZADD', expiries, ARGV[7], id)
+redis.call('HSET', owners, id, ARGV[13])
+redis.call('ZADD', scope, ARGV[8], id)
 if ARGV[12] ~= '' then
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'op', 'put', 'id', id,
     'namespace', ARGV[4], 'partition', ARGV[10], 'model', ARGV[11], 'vector', ARGV[12])
@@ -132,6 +147,14 @@ local time = redis.call('TIME')
 local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
 for _, victim in ipairs(redis.call('ZRANGEBYSCORE', expiries, '-inf', now, 'LIMIT', 0, 100)) do
   remove(victim, evicted)
+end
+if ARGV[14] ~= '' then
+  local excess = redis.call('ZCARD', scope) - math.max(tonumber(ARGV[14]), 0)
+  if excess > 0 then
+    for _, victim in ipairs(redis.call('ZRANGE', scope, 0, math.min(excess, 1000) - 1)) do
+      remove(victim, evicted)
+    end
+  end
 end
 local excess = redis.call('ZCARD', lru) - tonumber(ARGV[9])
 if excess > 0 then
@@ -158,6 +181,8 @@ if redis.call('EXISTS', key) == 0 then return -1 end
 local hits = redis.call('HINCRBY', key, 'hits', 1)
 redis.call('HSET', key, 'last_hit', ARGV[3])
 redis.call('ZADD', ARGV[1] .. ':lru', 'XX', ARGV[3], ARGV[2])
+local owner = redis.call('HGET', ARGV[1] .. ':own', ARGV[2])
+if owner then redis.call('ZADD', ARGV[1] .. ':s:' .. owner, 'XX', ARGV[3], ARGV[2]) end
 return hits
 """
 
@@ -176,6 +201,7 @@ def _fields(entry: Entry) -> list[bytes | str | float | int]:
         "expires": entry.expires,
         "hits": entry.hits,
         "extra": json.dumps(entry.extra),
+        "scope": entry.scope,
     }
     if entry.text is not None:
         fields["text"] = entry.text
@@ -203,6 +229,7 @@ def _entry(fields: dict[bytes, bytes]) -> Entry:
         hits=int(fields[b"hits"]),
         last_hit=None if last_hit is None else float(last_hit),
         extra=json.loads(fields[b"extra"]),
+        scope=fields.get(b"scope", b"").decode(),  # absent in entries stored before scopes
     )
 
 
@@ -336,14 +363,15 @@ class RedisStore:
             if (e := entries.get(entry_id)) is not None and e.expires > now
         ]
 
-    async def put(self, entry: Entry) -> None:
+    async def put(self, entry: Entry, scope_limit: int | None = None) -> None:
         vector = b"" if entry.vector is None else entry.vector.astype(np.float32).tobytes()
         replaced, evicted = await self._put(
             args=[
                 self._prefix, STREAM_MAXLEN, entry.id, entry.namespace, entry.exact,
                 math.ceil(entry.expires * 1000), entry.expires,
                 max(entry.created, entry.last_hit or 0.0), self._max_entries, entry.partition,
-                entry.embedding_model, vector, *_fields(entry),
+                entry.embedding_model, vector, entry.owner,
+                "" if scope_limit is None else scope_limit, *_fields(entry),
             ]
         )  # fmt: skip
         # Applied here at once, so this replica finds its own write; the stream brings it

@@ -24,7 +24,7 @@ from kallm.storage.vectors import VectorIndex
 
 T = TypeVar("T")
 
-_SCHEMA = """
+_TABLE = """
 CREATE TABLE IF NOT EXISTS entries (
     id TEXT PRIMARY KEY,
     namespace TEXT NOT NULL,
@@ -40,15 +40,22 @@ CREATE TABLE IF NOT EXISTS entries (
     hits INTEGER NOT NULL DEFAULT 0,
     last_hit REAL,
     last_used REAL NOT NULL,
-    extra TEXT NOT NULL
-);
+    extra TEXT NOT NULL,
+    scope TEXT NOT NULL DEFAULT ''
+)
+"""
+# `Entry.owner` in SQL. The scope index is on this very expression, and queries must spell
+# it the same way for SQLite to use the index.
+_OWNER = "(CASE WHEN scope = '' THEN namespace ELSE scope END)"
+_INDEXES = f"""
 CREATE UNIQUE INDEX IF NOT EXISTS entries_exact ON entries (namespace, exact);
 CREATE INDEX IF NOT EXISTS entries_last_used ON entries (last_used);
 CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires);
+CREATE INDEX IF NOT EXISTS entries_scope ON entries ({_OWNER}, last_used);
 """
 _COLUMNS = (
     "id, namespace, partition, exact, text, vector, embedding_model, model, response, "
-    "created, expires, hits, last_hit, last_used, extra"
+    "created, expires, hits, last_hit, last_used, extra, scope"
 )
 
 
@@ -58,7 +65,7 @@ def _row(entry: Entry) -> tuple[Any, ...]:
         entry.id, entry.namespace, entry.partition, entry.exact, entry.text, vector,
         entry.embedding_model, entry.model, json.dumps(entry.response), entry.created,
         entry.expires, entry.hits, entry.last_hit, max(entry.created, entry.last_hit or 0),
-        json.dumps(entry.extra),
+        json.dumps(entry.extra), entry.scope,
     )  # fmt: skip
 
 
@@ -70,6 +77,7 @@ def _entry(row: sqlite3.Row) -> Entry:
         embedding_model=row["embedding_model"], model=row["model"],
         response=json.loads(row["response"]), created=row["created"], expires=row["expires"],
         hits=row["hits"], last_hit=row["last_hit"], extra=json.loads(row["extra"]),
+        scope=row["scope"],
     )  # fmt: skip
 
 
@@ -99,7 +107,18 @@ class SqliteStore:
         # last transactions but never corrupts the database.
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(_SCHEMA)
+        db.execute(_TABLE)
+        # Tables made before entries had a scope get the column; "" counts every old entry
+        # against its namespace. Under a write lock: another process may be opening too.
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if "scope" not in {row["name"] for row in db.execute("PRAGMA table_info(entries)")}:
+                db.execute("ALTER TABLE entries ADD COLUMN scope TEXT NOT NULL DEFAULT ''")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.executescript(_INDEXES)
         self._db = db
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -138,7 +157,7 @@ class SqliteStore:
         live = {row["id"]: _entry(row) for row in rows}
         return [Hit(live[i], score) for i, score in found if i in live]
 
-    async def put(self, entry: Entry) -> None:
+    async def put(self, entry: Entry, scope_limit: int | None = None) -> None:
         def write(db: sqlite3.Connection) -> list[Entry]:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -148,8 +167,24 @@ class SqliteStore:
                     (entry.namespace, entry.exact, entry.created),
                 )]  # fmt: skip
                 db.executemany("DELETE FROM entries WHERE id = ?", [(e.id,) for e in gone])
-                marks = ",".join("?" * 15)
-                db.execute(f"INSERT INTO entries ({_COLUMNS}) VALUES ({marks})", _row(entry))
+                row = _row(entry)
+                marks = ",".join("?" * len(row))
+                db.execute(f"INSERT INTO entries ({_COLUMNS}) VALUES ({marks})", row)
+                if scope_limit is not None:
+                    # Both walk the scope's index, so the cost follows the scope's size.
+                    excess = db.execute(
+                        f"SELECT COUNT(*) FROM entries WHERE {_OWNER} = ?", (entry.owner,)
+                    ).fetchone()[0] - max(scope_limit, 0)
+                    if excess > 0:
+                        evicted = [_entry(r) for r in db.execute(
+                            f"SELECT {_COLUMNS} FROM entries WHERE {_OWNER} = ? "
+                            "ORDER BY last_used LIMIT ?",
+                            (entry.owner, excess),
+                        )]  # fmt: skip
+                        db.executemany(
+                            "DELETE FROM entries WHERE id = ?", [(e.id,) for e in evicted]
+                        )
+                        gone += evicted
                 excess = (
                     db.execute("SELECT COUNT(*) FROM entries").fetchone()[0] - self._max_entries
                 )
@@ -166,9 +201,11 @@ class SqliteStore:
                 raise
             return gone
 
-        for old in await self._run(write):
+        gone = await self._run(write)
+        for old in gone:
             self._vectors.remove(old)
-        self._vectors.add(entry)
+        if all(old.id != entry.id for old in gone):  # a bound may evict the entry itself
+            self._vectors.add(entry)
 
     async def record_hit(self, entry: Entry, now: float) -> None:
         entry.hits += 1

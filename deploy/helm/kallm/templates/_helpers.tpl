@@ -45,7 +45,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "kallm.createSecret" -}}
-{{- if or (and .Values.openai.apiKey (not .Values.openai.existingSecret)) (and .Values.adminToken.value (not .Values.adminToken.existingSecret)) (and .Values.backendSecret.url (not .Values.backendSecret.existingSecret)) -}}
+{{- if or (and .Values.openai.apiKey (not .Values.openai.existingSecret)) (and .Values.anthropic.apiKey (not .Values.anthropic.existingSecret)) (and .Values.gemini.apiKey (not .Values.gemini.existingSecret)) (and .Values.adminToken.value (not .Values.adminToken.existingSecret)) (and .Values.backendSecret.url (not .Values.backendSecret.existingSecret)) -}}
 true
 {{- end }}
 {{- end }}

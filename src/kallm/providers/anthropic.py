@@ -1,0 +1,405 @@
+"""Anthropic Messages wire format: parse a request, split it into key parts, rebuild a
+streamed Message from its events, and replay a cached Message as JSON or as an event stream.
+
+Reference: https://docs.anthropic.com/en/api/messages and .../messages-streaming (a stream
+is message_start, then per content block content_block_start, content_block_delta...,
+content_block_stop, then message_delta and message_stop; `ping` may come at any time and an
+`error` event ends a broken stream). Errors: https://docs.anthropic.com/en/api/errors.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from kallm import upstream
+from kallm.providers.base import (
+    Call,
+    InvalidRequest,
+    KeyParts,
+    Upstream,
+    dumps,
+    estimate_tokens,
+    json_object,
+    named_event,
+    parse_object,
+    split_text,
+)
+
+# Fields that never change the answer. Everything else, including fields this list does not
+# know yet, splits the partition: a new parameter can cost hits, never correctness.
+NOT_IN_KEY = frozenset({"messages", "stream", "metadata", "service_tier"})
+
+# The beta features a request turns on (output formats, interleaved thinking, longer
+# outputs...) can change the answer, so the header is keyed. It is kept in the parsed request
+# under a name no body field can have (the API's fields are snake_case), so exports carry it.
+BETA = "anthropic-beta"
+
+# Only whole answers are cached: `refusal` is a classifier stepping in mid-answer and
+# `pause_turn` a turn the client is meant to continue.
+CACHEABLE_STOP = frozenset({"end_turn", "max_tokens", "stop_sequence", "tool_use"})
+
+# Blocks whose input arrives as JSON text in input_json_delta events.
+TOOL_INPUT_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
+
+# The counts a message_delta repeats as running totals (the rest of usage stays as
+# message_start gave it).
+CUMULATIVE_USAGE = frozenset(
+    {
+        "input_tokens",
+        "output_tokens",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
+        "server_tool_use",
+    }
+)
+
+# kallm's error kinds in Anthropic's names (its SDK picks the exception from the status).
+ERROR_TYPES = {
+    "invalid_request_error": "invalid_request_error",
+    "request_too_large": "request_too_large",
+    "authentication_error": "authentication_error",
+}
+
+
+def parse_request(body: bytes, beta: str | None = None) -> dict[str, Any]:
+    """The request, checked as far as kallm needs it; `beta` is the anthropic-beta header."""
+    request = parse_object(body)
+    if BETA in request:
+        raise InvalidRequest(f"{BETA}: Extra inputs are not permitted", BETA)
+    if not isinstance(request.get("model"), str) or not request["model"]:
+        raise InvalidRequest("model: Field required (a non-empty string)", "model")
+    messages = request.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages: must be a non-empty list", "messages")
+    for index, message in enumerate(messages):
+        if not (
+            isinstance(message, dict)
+            and message.get("role") in ("user", "assistant")
+            and isinstance(message.get("content"), str | list)
+        ):
+            raise InvalidRequest(
+                f"messages.{index}: must be an object with a role (user or assistant) "
+                "and a content (a string or a list of blocks)",
+                f"messages.{index}",
+            )
+    if beta is not None:
+        # The same features in any order and spacing are the same request.
+        request[BETA] = sorted({name.strip() for name in beta.split(",") if name.strip()})
+    return request
+
+
+def _unmarked(value: Any) -> Any:
+    """A list of blocks (content, system or tools) without cache_control: a prompt-caching
+    marker changes what Anthropic bills, never the answer, and clients move it to the latest
+    turn on every request. Anything but a list (a string content) is returned as it is."""
+    if not isinstance(value, list):
+        return value
+    blocks: list[Any] = []
+    for item in value:
+        if isinstance(item, dict):
+            item = {name: part for name, part in item.items() if name != "cache_control"}
+            if isinstance(item.get("content"), list):  # tool_result blocks nest blocks
+                item["content"] = _unmarked(item["content"])
+        blocks.append(item)
+    return blocks
+
+
+def _unmarked_message(message: dict[str, Any]) -> dict[str, Any]:
+    return {**message, "content": _unmarked(message["content"])}
+
+
+def plain_text(message: dict[str, Any]) -> str | None:
+    """The text of a user turn made only of text, else None (exact match only)."""
+    if message.get("role") != "user" or set(message) - {"role", "content"}:
+        return None
+    content = _unmarked(message["content"])
+    if isinstance(content, str):
+        return content
+    if content and all(
+        isinstance(block, dict)
+        and block.get("type") == "text"
+        and set(block) == {"type", "text"}
+        and isinstance(block["text"], str)
+        for block in content
+    ):
+        return "\n".join(block["text"] for block in content)
+    return None
+
+
+def key_parts(request: dict[str, Any]) -> KeyParts:
+    messages = request["messages"]
+    context = {name: value for name, value in request.items() if name not in NOT_IN_KEY}
+    for name in ("system", "tools"):
+        if name in context:
+            context[name] = _unmarked(context[name])
+    context["messages"] = [_unmarked_message(message) for message in messages[:-1]]
+    final = _unmarked_message(messages[-1])
+    return KeyParts(
+        model=request["model"], context=context, final=final, text=plain_text(messages[-1])
+    )
+
+
+def keyed_request(request: dict[str, Any]) -> dict[str, Any]:
+    """The request without the fields that never change the answer (messages stay)."""
+    return {k: v for k, v in request.items() if k not in NOT_IN_KEY or k == "messages"}
+
+
+def is_cacheable(message: dict[str, Any]) -> bool:
+    return (
+        message.get("type") == "message"
+        and isinstance(message.get("content"), list)
+        and message.get("stop_reason") in CACHEABLE_STOP
+    )
+
+
+def error_type(status: int, kind: str) -> str:
+    if kind in ERROR_TYPES:
+        return ERROR_TYPES[kind]
+    return "timeout_error" if status == 504 else "api_error"
+
+
+def error_body(status: int, message: str, kind: str) -> bytes:
+    """An error in Anthropic's shape, so its SDK raises its usual exception types."""
+    return dumps({"type": "error", "error": {"type": error_type(status, kind), "message": message}})
+
+
+def usage(request: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    """Token counts for saved-cost figures. Tokens read from or written to Anthropic's prompt
+    cache are prompt tokens too; an answer without usage gets an estimate."""
+    counts = message.get("usage")
+    if isinstance(counts, dict) and isinstance(counts.get("output_tokens"), int):
+        prompt = sum(
+            counts.get(name) or 0
+            for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+        )
+        return {"prompt_tokens": prompt, "completion_tokens": counts["output_tokens"]}
+    return {
+        "prompt_tokens": estimate_tokens([request.get("system"), request["messages"]]),
+        "completion_tokens": estimate_tokens(message.get("content", [])),
+        "estimated": True,
+    }
+
+
+def _fresh_id() -> str:
+    return "msg_kallm_" + secrets.token_hex(12)
+
+
+def replay_json(message: dict[str, Any]) -> dict[str, Any]:
+    """The cached Message with a fresh id: it is a new response."""
+    return {**message, "id": _fresh_id()}
+
+
+def _block_events(index: int, block: dict[str, Any]) -> Iterator[bytes]:
+    """One content block as Anthropic streams it: an empty block, its deltas, its stop."""
+    kind = block.get("type")
+    deltas: list[dict[str, Any]] = []
+    if kind == "text":
+        start = {k: v for k, v in block.items() if k != "citations"} | {"text": ""}
+        deltas += [{"type": "text_delta", "text": part} for part in _parts(block.get("text", ""))]
+        deltas += [
+            {"type": "citations_delta", "citation": citation}
+            for citation in block.get("citations") or []
+        ]
+    elif kind == "thinking":
+        start = block | {"thinking": "", "signature": ""}
+        deltas += [
+            {"type": "thinking_delta", "thinking": part}
+            for part in _parts(block.get("thinking", ""))
+        ]
+        if block.get("signature"):
+            deltas.append({"type": "signature_delta", "signature": block["signature"]})
+    elif kind in TOOL_INPUT_BLOCKS:
+        start = block | {"input": {}}
+        arguments = json.dumps(block.get("input", {}), ensure_ascii=False)
+        deltas += [
+            {"type": "input_json_delta", "partial_json": part}
+            for part in split_text(arguments, pieces=4)
+        ]
+    else:
+        # Blocks Anthropic sends whole (redacted_thinking, server tool results).
+        start = block
+    yield named_event(
+        "content_block_start",
+        {"type": "content_block_start", "index": index, "content_block": start},
+    )
+    for delta in deltas:
+        yield named_event(
+            "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        )
+    yield named_event("content_block_stop", {"type": "content_block_stop", "index": index})
+
+
+def _parts(text: str) -> list[str]:
+    return split_text(text) if text else []
+
+
+def replay_stream(message: dict[str, Any]) -> Iterator[bytes]:
+    """The cached Message as a real event stream: message_start with an empty content list,
+    each block in several deltas, message_delta with the stop reason and usage, message_stop."""
+    counts = message.get("usage") or {}
+    # message_delta carries the stop reason and the other fields the SDK takes from it.
+    closing = {"stop_reason", "stop_sequence", "stop_details", "container"}
+    head = {k: v for k, v in message.items() if k not in closing | {"content", "usage"}}
+    head |= {"id": _fresh_id(), "content": [], "stop_reason": None, "stop_sequence": None}
+    # Output tokens are counted as they are generated: the start reports none yet.
+    head["usage"] = {**counts, "output_tokens": 0}
+    yield named_event("message_start", {"type": "message_start", "message": head})
+    yield named_event("ping", {"type": "ping"})
+    for index, block in enumerate(message["content"]):
+        yield from _block_events(index, block)
+    delta = {
+        "stop_reason": message.get("stop_reason"),
+        "stop_sequence": message.get("stop_sequence"),
+    }
+    delta |= {k: message[k] for k in ("stop_details", "container") if k in message}
+    totals = {k: v for k, v in counts.items() if k in CUMULATIVE_USAGE and v is not None}
+    yield named_event(
+        "message_delta",
+        {"type": "message_delta", "delta": delta, "usage": {"output_tokens": 0, **totals}},
+    )
+    yield named_event("message_stop", {"type": "message_stop"})
+
+
+class StreamRecorder:
+    """Rebuilds a Message from the events of a stream as they pass through (each event's
+    `data` names its own type, so the `event:` lines are not needed)."""
+
+    def __init__(self) -> None:
+        self._message: dict[str, Any] | None = None
+        self._blocks: dict[int, dict[str, Any]] = {}
+        self._json: dict[int, str] = {}
+        self._open: set[int] = set()
+        self.done = False
+        self.broken = False
+
+    def add(self, data: str) -> None:
+        try:
+            event = json.loads(data)
+            self._apply(event)
+        except (json.JSONDecodeError, AttributeError, TypeError, KeyError, ValueError):
+            # An event we cannot read makes the rebuilt answer untrustworthy.
+            self.broken = True
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "message_start":
+            self._message = dict(event["message"])
+        elif kind == "content_block_start":
+            index = event["index"]
+            self._blocks[index] = dict(event["content_block"])
+            self._open.add(index)
+        elif kind == "content_block_delta":
+            self._add_delta(self._blocks[event["index"]], event["index"], event["delta"])
+        elif kind == "content_block_stop":
+            self._close(event["index"])
+        elif kind == "message_delta":
+            self._end(event)
+        elif kind == "message_stop":
+            self.done = True
+        elif kind == "error":
+            self.broken = True
+        # `ping` and event types added later carry no part of the Message.
+
+    def _add_delta(self, block: dict[str, Any], index: int, delta: dict[str, Any]) -> None:
+        kind = delta["type"]
+        if kind == "text_delta":
+            block["text"] = block.get("text", "") + delta["text"]
+        elif kind == "thinking_delta":
+            block["thinking"] = block.get("thinking", "") + delta["thinking"]
+        elif kind == "signature_delta":
+            block["signature"] = delta["signature"]
+        elif kind == "input_json_delta":
+            self._json[index] = self._json.get(index, "") + delta["partial_json"]
+        elif kind == "citations_delta":
+            block["citations"] = [*(block.get("citations") or []), delta["citation"]]
+        else:
+            # A delta kallm cannot apply would leave a block it cannot rebuild faithfully.
+            self.broken = True
+
+    def _close(self, index: int) -> None:
+        self._open.discard(index)
+        if self._json.get(index):
+            self._blocks[index]["input"] = json.loads(self._json.pop(index))
+
+    def _end(self, event: dict[str, Any]) -> None:
+        if self._message is None:
+            raise ValueError("message_delta before message_start")
+        self._message.update(event.get("delta") or {})
+        counts = {k: v for k, v in (event.get("usage") or {}).items() if v is not None}
+        # Usage on message_delta is cumulative: it overwrites what message_start said.
+        self._message["usage"] = {**(self._message.get("usage") or {}), **counts}
+
+    def answer(self) -> dict[str, Any] | None:
+        """The whole Message, or None unless the stream ended normally."""
+        if not self.done or self.broken or self._message is None or self._open:
+            return None
+        if sorted(self._blocks) != list(range(len(self._blocks))):
+            return None
+        return {**self._message, "content": [self._blocks[i] for i in sorted(self._blocks)]}
+
+
+class AnthropicMessages:
+    """`POST /v1/messages`, upstream at ANTHROPIC_BASE_URL (without /v1)."""
+
+    route = "messages"
+
+    def parse(self, call: Call) -> dict[str, Any]:
+        return parse_request(call.body, call.headers.get(BETA))
+
+    def key_parts(self, request: dict[str, Any]) -> KeyParts:
+        return key_parts(request)
+
+    def keyed_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        return keyed_request(request)
+
+    def wants_stream(self, request: dict[str, Any]) -> bool:
+        return request.get("stream") is True
+
+    def auth(self, api_key: str | None) -> dict[str, str] | None:
+        return None if api_key is None else {"x-api-key": api_key}
+
+    def client_key(self, call: Call) -> str | None:
+        # Anthropic takes a key as x-api-key or as a bearer token (the SDK sends the latter):
+        # the same key isolates the same answers whichever header carries it.
+        key = call.headers.get("x-api-key")
+        if key:
+            return key
+        bearer = call.headers.get("authorization")
+        return bearer.removeprefix("Bearer ").strip() if bearer else None
+
+    def upstream_request(
+        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
+    ) -> httpx.Request:
+        return client.build_request(
+            "POST",
+            f"{target.base_url}/v1/messages",
+            params=call.query,
+            headers=upstream.request_headers(call.headers, self.auth(target.api_key), decoded=True),
+            content=call.body,
+        )
+
+    def recorder(self) -> StreamRecorder:
+        return StreamRecorder()
+
+    def parse_answer(self, body: bytes) -> dict[str, Any] | None:
+        return json_object(body)
+
+    def is_cacheable(self, answer: dict[str, Any]) -> bool:
+        return is_cacheable(answer)
+
+    def usage(self, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+        return usage(request, answer)
+
+    def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
+        return dumps(replay_json(answer))
+
+    def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
+        return replay_stream(answer)
+
+    def error_body(self, status: int, message: str, kind: str) -> bytes:
+        return error_body(status, message, kind)

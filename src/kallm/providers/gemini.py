@@ -1,0 +1,388 @@
+"""Gemini API wire format (`models/{model}:generateContent` and `:streamGenerateContent`):
+parse a request, split it into key parts, record a streamed answer, and replay a cached
+answer as JSON or as a server-sent event stream.
+
+Reference: https://ai.google.dev/api/generate-content (GenerateContentRequest and
+GenerateContentResponse). The model and the method are in the URL path, not the body. With
+`?alt=sse` a stream is `data: {GenerateContentResponse}` events and ends when the connection
+does (there is no `[DONE]`); without it the stream is one JSON array of responses.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from kallm import upstream
+from kallm.providers.base import (
+    Call,
+    InvalidRequest,
+    KeyParts,
+    Upstream,
+    dumps,
+    estimate_tokens,
+    json_object,
+    parse_object,
+    split_text,
+)
+from kallm.sse import event
+
+STREAM_METHOD = "streamGenerateContent"
+METHODS = frozenset({"generateContent", STREAM_METHOD})
+# What parse() adds to the body, from the URL: how the answer is wanted, never what it says.
+METHOD_FIELD = "_kallm_method"
+SSE_FIELD = "_kallm_sse"
+
+# Fields that never change the answer, so they stay out of the cache key. `contents` is
+# keyed separately (earlier turns in the context, the final one compared). Everything else,
+# including fields this list does not know yet, splits the partition.
+NOT_IN_KEY = frozenset({"contents", "labels", METHOD_FIELD, SSE_FIELD})
+
+# A cached answer must be whole: SAFETY, RECITATION, BLOCKLIST, PROHIBITED_CONTENT, SPII,
+# MALFORMED_FUNCTION_CALL, OTHER... are the model withholding or botching one.
+CACHEABLE_FINISH = frozenset({"STOP", "MAX_TOKENS"})
+
+# google.rpc.Code names for the HTTP statuses kallm answers with itself.
+STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    413: "INVALID_ARGUMENT",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    502: "UNAVAILABLE",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def model_and_method(target: str) -> tuple[str, str]:
+    """`gemini-2.5-flash:generateContent` (or `models/...:...`) as (model, method)."""
+    model, _, method = target.rpartition(":")
+    model = model.removeprefix("models/")
+    if not model or method not in METHODS:
+        raise InvalidRequest(f"'{target}' is not a model and a generateContent method.")
+    return model, method
+
+
+def checked_contents(request: dict[str, Any]) -> list[dict[str, Any]]:
+    """The request's turns; raises InvalidRequest unless they are a non-empty list of
+    objects with parts (a warmed-in export is checked here too)."""
+    contents = request.get("contents")
+    if not isinstance(contents, list) or not contents:
+        raise InvalidRequest("'contents' must be a non-empty array.", "contents")
+    for index, content in enumerate(contents):
+        if not isinstance(content, dict) or not isinstance(content.get("parts"), list):
+            raise InvalidRequest(
+                f"contents[{index}] must be an object with 'parts'.", f"contents[{index}]"
+            )
+    return contents
+
+
+def parse_request(body: bytes, target: str, query: Mapping[str, str]) -> dict[str, Any]:
+    model, method = model_and_method(target)
+    request = parse_object(body)
+    checked_contents(request)
+    # The path names the model; a `model` in the body would not be the one answering.
+    request["model"] = model
+    request[METHOD_FIELD] = method
+    request[SSE_FIELD] = query.get("alt") == "sse"
+    return request
+
+
+def _plain_text(content: dict[str, Any]) -> str | None:
+    """The text of a user turn made only of text parts, else None."""
+    if content.get("role", "user") != "user" or set(content) - {"role", "parts"}:
+        return None
+    parts = content["parts"]
+    if parts and all(
+        isinstance(p, dict) and set(p) == {"text"} and isinstance(p["text"], str) for p in parts
+    ):
+        return "\n".join(part["text"] for part in parts)
+    return None
+
+
+def key_parts(request: dict[str, Any]) -> KeyParts:
+    contents = checked_contents(request)
+    context = {name: value for name, value in request.items() if name not in NOT_IN_KEY}
+    context["contents"] = contents[:-1]
+    return KeyParts(
+        model=request["model"], context=context, final=contents[-1], text=_plain_text(contents[-1])
+    )
+
+
+def keyed_request(request: dict[str, Any]) -> dict[str, Any]:
+    """The request without the fields that never change the answer (contents stay)."""
+    return {k: v for k, v in request.items() if k not in NOT_IN_KEY or k == "contents"}
+
+
+def wants_sse(request: dict[str, Any]) -> bool:
+    return request.get(METHOD_FIELD) == STREAM_METHOD and request.get(SSE_FIELD) is True
+
+
+def wants_array(request: dict[str, Any]) -> bool:
+    """A stream asked for without `alt=sse` comes as one JSON array of responses."""
+    return request.get(METHOD_FIELD) == STREAM_METHOD and request.get(SSE_FIELD) is not True
+
+
+def is_cacheable(response: dict[str, Any]) -> bool:
+    candidates = response.get("candidates")
+    feedback = response.get("promptFeedback")
+    blocked = isinstance(feedback, dict) and feedback.get("blockReason") is not None
+    return (
+        not blocked
+        and "error" not in response
+        and isinstance(candidates, list)
+        and bool(candidates)
+        and all(
+            isinstance(c, dict) and c.get("finishReason") in CACHEABLE_FINISH for c in candidates
+        )
+    )
+
+
+def error_body(status: int, message: str) -> bytes:
+    """An error in Google's shape, so the SDK raises ClientError or ServerError with it."""
+    name = STATUS_NAMES.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
+    return dumps({"error": {"code": status, "message": message, "status": name}})
+
+
+def _fresh_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
+def replay_json(response: dict[str, Any]) -> dict[str, Any]:
+    """The cached response with a fresh responseId: it is a new response."""
+    return {**response, "responseId": _fresh_id()}
+
+
+def _part_pieces(part: dict[str, Any]) -> list[dict[str, Any]]:
+    """A text part split so it streams; any other part (a function call) goes whole."""
+    text = part.get("text")
+    if not isinstance(text, str) or not text:
+        return [part]
+    return [{**part, "text": piece} for piece in split_text(text)]
+
+
+def _candidate_chunks(candidate: dict[str, Any]) -> list[dict[str, Any]]:
+    """One cached candidate as the candidate objects of successive chunks: a part each, the
+    last with the finish reason and the candidate's other fields (safety ratings...)."""
+    content = candidate.get("content")
+    if not isinstance(content, dict):
+        content = None
+    parts = content.get("parts") if content is not None else None
+    index = candidate.get("index", 0)
+    chunks: list[dict[str, Any]] = [
+        {"content": {**(content or {}), "parts": [piece]}, "index": index}
+        for part in (parts or [])
+        for piece in _part_pieces(part)
+    ]
+    rest = {k: v for k, v in candidate.items() if k != "content"}
+    if not chunks:
+        # A candidate without content (MAX_TOKENS before any text) still ends in a chunk.
+        return [{**rest, **({"content": content} if content is not None else {})}]
+    chunks[-1].update(rest)
+    return chunks
+
+
+def replay_chunks(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cached response as the GenerateContentResponse chunks Gemini would stream: the
+    candidates advance together, the last chunk carries usageMetadata."""
+    per_candidate = [_candidate_chunks(c) for c in response.get("candidates") or []]
+    head = {k: response[k] for k in ("modelVersion",) if k in response}
+    head["responseId"] = _fresh_id()
+    steps = max((len(chunks) for chunks in per_candidate), default=0)
+    out = [
+        {"candidates": [chunks[step] for chunks in per_candidate if step < len(chunks)], **head}
+        for step in range(steps)
+    ]
+    # Everything else (usageMetadata, promptFeedback...) describes the whole answer.
+    tail = {k: v for k, v in response.items() if k not in {"candidates", *head}}
+    if out:
+        out[-1].update(tail)
+    return out
+
+
+def replay_stream(response: dict[str, Any]) -> Iterator[bytes]:
+    for chunk in replay_chunks(response):
+        yield event(json.dumps(chunk, separators=(",", ":"), ensure_ascii=False))
+
+
+def _mergeable(part: dict[str, Any]) -> bool:
+    """Text deltas join into one part; parts with more than text (signatures, calls) don't."""
+    return isinstance(part.get("text"), str) and set(part) <= {"text", "thought"}
+
+
+@dataclass
+class _CandidateBuilder:
+    content: dict[str, Any] | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, candidate: dict[str, Any]) -> None:
+        for name, value in candidate.items():
+            if name == "content" and isinstance(value, dict):
+                self._add_content(value)
+            elif name != "index":
+                self.fields[name] = value
+
+    def _add_content(self, delta: dict[str, Any]) -> None:
+        if self.content is None:
+            self.content = {k: v for k, v in delta.items() if k != "parts"}
+            self.content["parts"] = []
+        else:
+            self.content.update({k: v for k, v in delta.items() if k != "parts"})
+        parts: list[dict[str, Any]] = self.content["parts"]
+        for part in delta.get("parts") or []:
+            last = parts[-1] if parts else None
+            if (
+                last is not None
+                and _mergeable(last)
+                and _mergeable(part)
+                and last.get("thought") == part.get("thought")
+            ):
+                parts[-1] = {**last, "text": last["text"] + part["text"]}
+            else:
+                parts.append(dict(part))
+
+    @property
+    def finished(self) -> bool:
+        return self.fields.get("finishReason") is not None
+
+    def build(self, index: int) -> dict[str, Any]:
+        candidate: dict[str, Any] = {}
+        if self.content is not None:
+            candidate["content"] = self.content
+        return {**candidate, **self.fields, "index": index}
+
+
+class StreamRecorder:
+    """Rebuilds one GenerateContentResponse from the `alt=sse` chunks as they pass through.
+
+    Gemini's stream has no end marker: the answer is whole once every candidate has a
+    finishReason (it comes on the last chunk, with the final usageMetadata)."""
+
+    def __init__(self) -> None:
+        self._candidates: dict[int, _CandidateBuilder] = {}
+        self._head: dict[str, Any] = {}
+        self.broken = False
+
+    def add(self, data: str) -> None:
+        try:
+            chunk = json.loads(data)
+            if not isinstance(chunk, dict) or "error" in chunk:
+                # An error mid-stream: whatever came before is not a whole answer.
+                self.broken = True
+                return
+            for name, value in chunk.items():
+                if name != "candidates":
+                    self._head[name] = value
+            for candidate in chunk.get("candidates") or []:
+                index = candidate.get("index", 0)
+                self._candidates.setdefault(index, _CandidateBuilder()).add(candidate)
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            self.broken = True
+
+    def answer(self) -> dict[str, Any] | None:
+        """The whole answer, or None until every candidate has finished."""
+        builders = self._candidates
+        if self.broken or not builders or not all(b.finished for b in builders.values()):
+            return None
+        candidates = [builders[i].build(i) for i in sorted(builders)]
+        return {"candidates": candidates, **self._head}
+
+
+def usage(request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    """usageMetadata as prompt and completion tokens (thinking is billed as output)."""
+    meta = response.get("usageMetadata")
+    if isinstance(meta, dict) and "promptTokenCount" in meta:
+        completion = int(meta.get("candidatesTokenCount") or 0)
+        completion += int(meta.get("thoughtsTokenCount") or 0)
+        return {"prompt_tokens": int(meta["promptTokenCount"]), "completion_tokens": completion}
+    return {
+        "prompt_tokens": estimate_tokens(request.get("contents", [])),
+        "completion_tokens": sum(
+            estimate_tokens(c.get("content", {})) for c in response.get("candidates") or []
+        ),
+        "estimated": True,
+    }
+
+
+def client_key(call: Call) -> str | None:
+    """The client's key: Gemini reads x-goog-api-key or ?key=; OAuth callers send a bearer."""
+    return (
+        call.headers.get("x-goog-api-key")
+        or call.query.get("key")
+        or call.headers.get("authorization")
+    )
+
+
+def upstream_query(call: Call, own_key: bool) -> list[tuple[str, str | int | float | bool | None]]:
+    """The client's query (alt=sse stays), less its ?key= when kallm sends its own key."""
+    multi = getattr(call.query, "multi_items", None)
+    items: list[tuple[str, str]] = multi() if callable(multi) else list(call.query.items())
+    return [(name, value) for name, value in items if not (own_key and name == "key")]
+
+
+class Gemini:
+    """`POST /v1beta/models/{model}:{method}` (and /v1/), upstream at GEMINI_BASE_URL."""
+
+    route = "gemini"
+
+    def parse(self, call: Call) -> dict[str, Any]:
+        return parse_request(call.body, call.params.get("target", ""), call.query)
+
+    def key_parts(self, request: dict[str, Any]) -> KeyParts:
+        return key_parts(request)
+
+    def keyed_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        return keyed_request(request)
+
+    def wants_stream(self, request: dict[str, Any]) -> bool:
+        return wants_sse(request)
+
+    def auth(self, api_key: str | None) -> dict[str, str] | None:
+        return None if api_key is None else {"x-goog-api-key": api_key}
+
+    def client_key(self, call: Call) -> str | None:
+        return client_key(call)
+
+    def upstream_request(
+        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
+    ) -> httpx.Request:
+        own_key = target.api_key is not None
+        return client.build_request(
+            "POST",
+            f"{target.base_url}{call.path}",
+            params=upstream_query(call, own_key),
+            headers=upstream.request_headers(call.headers, self.auth(target.api_key), decoded=True),
+            content=call.body,
+        )
+
+    def recorder(self) -> StreamRecorder:
+        return StreamRecorder()
+
+    def parse_answer(self, body: bytes) -> dict[str, Any] | None:
+        # A stream without alt=sse is a JSON array: not an object, so it is only relayed.
+        return json_object(body)
+
+    def is_cacheable(self, answer: dict[str, Any]) -> bool:
+        return is_cacheable(answer)
+
+    def usage(self, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+        return usage(request, answer)
+
+    def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
+        if wants_array(request):
+            return dumps(replay_chunks(answer))
+        return dumps(replay_json(answer))
+
+    def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
+        return replay_stream(answer)
+
+    def error_body(self, status: int, message: str, kind: str) -> bytes:
+        return error_body(status, message)

@@ -1,0 +1,321 @@
+"""OpenAI legacy Completions wire format (`POST /v1/completions`): the prompt is the text
+compared by meaning, every other field must match; streams are `text_completion` chunks
+ending with `data: [DONE]`.
+
+Reference: https://platform.openai.com/docs/api-reference/completions
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from kallm import upstream
+from kallm.providers.base import (
+    Call,
+    InvalidRequest,
+    KeyParts,
+    Upstream,
+    dumps,
+    estimate_tokens,
+    json_object,
+    parse_object,
+    split_text,
+)
+from kallm.providers.openai_chat import error_body, wants_usage
+from kallm.sse import event
+
+# Fields that never change the answer. Everything else (suffix, echo, logprobs, best_of and
+# fields this list does not know yet) splits the partition.
+NOT_IN_KEY = frozenset({"prompt", "stream", "stream_options", "user"})
+
+# `length` is cacheable: max_tokens is in the key, so the same request is cut the same way.
+CACHEABLE_FINISH = frozenset({"stop", "length"})
+
+# The per-token lists of a legacy `logprobs` object, which a stream sends piece by piece.
+LOGPROB_LISTS = ("tokens", "token_logprobs", "top_logprobs", "text_offset")
+
+
+def _is_prompt(prompt: Any) -> bool:
+    """A string, a list of strings, a token array or a list of token arrays."""
+
+    def tokens(value: Any) -> bool:
+        return (
+            isinstance(value, list)
+            and bool(value)
+            and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+        )
+
+    return (
+        isinstance(prompt, str)
+        or tokens(prompt)
+        or (
+            isinstance(prompt, list)
+            and bool(prompt)
+            and all(isinstance(p, str) or tokens(p) for p in prompt)
+        )
+    )
+
+
+def parse_request(body: bytes) -> dict[str, Any]:
+    request = parse_object(body)
+    if not isinstance(request.get("model"), str) or not request["model"]:
+        raise InvalidRequest("'model' is required and must be a string.", "model")
+    if "prompt" in request and not _is_prompt(request["prompt"]):
+        raise InvalidRequest(
+            "'prompt' must be a string, an array of strings, or an array of token arrays.",
+            "prompt",
+        )
+    return request
+
+
+def prompt_text(request: dict[str, Any]) -> str | None:
+    """The prompt as text to compare by meaning, or None when only an exact match is safe:
+    token arrays and batches of prompts, and `echo`, whose answer repeats the prompt word for
+    word (a paraphrase would be served someone else's prompt)."""
+    prompt = request.get("prompt")
+    if request.get("echo") is True:
+        return None
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        return str(prompt[0])
+    return prompt if isinstance(prompt, str) else None
+
+
+def key_parts(request: dict[str, Any]) -> KeyParts:
+    context = {name: value for name, value in request.items() if name not in NOT_IN_KEY}
+    return KeyParts(
+        model=request["model"],
+        context=context,
+        final=request.get("prompt"),
+        text=prompt_text(request),
+    )
+
+
+def keyed_request(request: dict[str, Any]) -> dict[str, Any]:
+    """The request without the fields that never change the answer (the prompt stays)."""
+    return {k: v for k, v in request.items() if k not in NOT_IN_KEY or k == "prompt"}
+
+
+def wants_stream(request: dict[str, Any]) -> bool:
+    return request.get("stream") is True
+
+
+def is_cacheable(completion: dict[str, Any]) -> bool:
+    choices = completion.get("choices")
+    return (
+        completion.get("object") == "text_completion"
+        and isinstance(choices, list)
+        and bool(choices)
+        and all(
+            isinstance(choice, dict)
+            and isinstance(choice.get("text"), str)
+            and choice.get("finish_reason") in CACHEABLE_FINISH
+            for choice in choices
+        )
+    )
+
+
+def _fresh_id() -> str:
+    return "cmpl-kallm-" + secrets.token_hex(12)
+
+
+def replay_json(completion: dict[str, Any]) -> dict[str, Any]:
+    """The cached completion with a fresh id and creation time: it is a new response."""
+    return {**completion, "id": _fresh_id(), "created": int(time.time())}
+
+
+def _per_token(text: str, logprobs: Any) -> list[tuple[str, Any]] | None:
+    """(token, its logprobs) pairs when the logprobs cover the text token by token."""
+    if not isinstance(logprobs, dict) or not isinstance(logprobs.get("tokens"), list):
+        return None
+    tokens = logprobs["tokens"]
+    lists = {n: logprobs[n] for n in LOGPROB_LISTS if isinstance(logprobs.get(n), list)}
+    if "".join(map(str, tokens)) != text or any(len(v) != len(tokens) for v in lists.values()):
+        return None
+    return [(t, {n: [v[i]] for n, v in lists.items()}) for i, t in enumerate(tokens)]
+
+
+def _text_pieces(choice: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The choice's text in several pieces, with the logprobs each piece carries: one token a
+    piece when the logprobs allow it, else the logprobs come whole on the last piece."""
+    text, logprobs = choice.get("text") or "", choice.get("logprobs")
+    tokens = _per_token(text, logprobs)
+    if tokens is not None:
+        return tokens
+    pieces = split_text(text) if text else [""]
+    return [(piece, None) for piece in pieces[:-1]] + [(pieces[-1], logprobs)]
+
+
+def replay_stream(completion: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
+    """The cached completion as chunks: several text pieces per choice, a chunk with the
+    finish reason, a usage chunk when asked for, then `[DONE]`."""
+    base: dict[str, Any] = {
+        "id": _fresh_id(),
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": completion.get("model"),
+    }
+    if "system_fingerprint" in completion:
+        base["system_fingerprint"] = completion["system_fingerprint"]
+
+    def chunk(index: int, text: str, logprobs: Any, finish: str | None) -> bytes:
+        choice = {"text": text, "index": index, "logprobs": logprobs, "finish_reason": finish}
+        return event(json.dumps({**base, "choices": [choice]}, separators=(",", ":")))
+
+    for choice in completion["choices"]:
+        index = choice.get("index", 0)
+        for text, logprobs in _text_pieces(choice):
+            yield chunk(index, text, logprobs, None)
+        yield chunk(index, "", None, choice.get("finish_reason"))
+    if include_usage:
+        usage = {**base, "choices": [], "usage": completion.get("usage")}
+        yield event(json.dumps(usage, separators=(",", ":")))
+    yield event("[DONE]")
+
+
+@dataclass
+class _ChoiceBuilder:
+    text: str = ""
+    logprobs: dict[str, Any] | None = None
+    finish_reason: str | None = None
+    pieces: list[str] = field(default_factory=list)
+
+    def add(self, choice: dict[str, Any]) -> None:
+        if isinstance(choice.get("text"), str):
+            self.pieces.append(choice["text"])
+        logprobs = choice.get("logprobs")
+        if isinstance(logprobs, dict):
+            self.logprobs = self.logprobs or {}
+            for name, value in logprobs.items():
+                if isinstance(value, list):
+                    self.logprobs.setdefault(name, []).extend(value)
+                else:
+                    self.logprobs[name] = value
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+
+    def build(self, index: int) -> dict[str, Any]:
+        return {
+            "text": "".join(self.pieces),
+            "index": index,
+            "logprobs": self.logprobs,
+            "finish_reason": self.finish_reason,
+        }
+
+
+class StreamRecorder:
+    """Rebuilds a `text_completion` from the chunks of a stream as they pass through."""
+
+    def __init__(self) -> None:
+        self._choices: dict[int, _ChoiceBuilder] = {}
+        self._head: dict[str, Any] = {}
+        self._usage: dict[str, Any] | None = None
+        self.done = False
+        self.broken = False
+
+    def add(self, data: str) -> None:
+        if data == "[DONE]":
+            self.done = True
+            return
+        try:
+            chunk = json.loads(data)
+            if chunk.get("error") is not None:
+                self.broken = True  # an error event mid-stream: the answer is not whole
+                return
+            for name in ("id", "created", "model", "system_fingerprint"):
+                if chunk.get(name) is not None:
+                    self._head[name] = chunk[name]
+            if chunk.get("usage"):
+                self._usage = chunk["usage"]
+            for choice in chunk.get("choices") or []:
+                self._choices.setdefault(choice.get("index", 0), _ChoiceBuilder()).add(choice)
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            self.broken = True
+
+    def answer(self) -> dict[str, Any] | None:
+        """The whole answer, or None unless the stream ended normally."""
+        if not self.done or self.broken or not self._choices:
+            return None
+        completion: dict[str, Any] = {
+            **self._head,
+            "object": "text_completion",
+            "choices": [self._choices[i].build(i) for i in sorted(self._choices)],
+        }
+        if self._usage is not None:
+            completion["usage"] = self._usage
+        return completion
+
+
+def usage(request: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]:
+    counts = completion.get("usage")
+    if isinstance(counts, dict) and isinstance(counts.get("prompt_tokens"), int):
+        return counts
+    texts = [choice.get("text") or "" for choice in completion.get("choices") or []]
+    return {
+        "prompt_tokens": estimate_tokens(request.get("prompt") or ""),
+        "completion_tokens": sum(estimate_tokens(text) for text in texts),
+        "estimated": True,
+    }
+
+
+class OpenAICompletions:
+    """`POST /v1/completions`, upstream at OPENAI_BASE_URL (which ends in /v1)."""
+
+    route = "completions"
+
+    def parse(self, call: Call) -> dict[str, Any]:
+        return parse_request(call.body)
+
+    def key_parts(self, request: dict[str, Any]) -> KeyParts:
+        return key_parts(request)
+
+    def keyed_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        return keyed_request(request)
+
+    def wants_stream(self, request: dict[str, Any]) -> bool:
+        return wants_stream(request)
+
+    def auth(self, api_key: str | None) -> dict[str, str] | None:
+        return upstream.bearer(api_key)
+
+    def client_key(self, call: Call) -> str | None:
+        return call.headers.get("authorization") or call.headers.get("api-key")
+
+    def upstream_request(
+        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
+    ) -> httpx.Request:
+        return client.build_request(
+            "POST",
+            f"{target.base_url}/completions",
+            headers=upstream.request_headers(
+                call.headers, upstream.bearer(target.api_key), decoded=True
+            ),
+            content=call.body,
+        )
+
+    def recorder(self) -> StreamRecorder:
+        return StreamRecorder()
+
+    def parse_answer(self, body: bytes) -> dict[str, Any] | None:
+        return json_object(body)
+
+    def is_cacheable(self, answer: dict[str, Any]) -> bool:
+        return is_cacheable(answer)
+
+    def usage(self, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+        return usage(request, answer)
+
+    def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
+        return dumps(replay_json(answer))
+
+    def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
+        return replay_stream(answer, wants_usage(request))
+
+    def error_body(self, status: int, message: str, kind: str) -> bytes:
+        return error_body(message, kind)

@@ -1,0 +1,379 @@
+"""OpenAI Responses wire format (`POST /v1/responses`): parse a request, split it into key
+parts, rebuild a streamed answer, and replay a cached one as JSON or as the typed event stream
+(response.created ... response.completed, each event numbered by `sequence_number`).
+
+Reference: https://platform.openai.com/docs/api-reference/responses and
+https://platform.openai.com/docs/api-reference/responses-streaming.
+
+A replayed response keeps the id it had upstream: clients continue a conversation by sending
+that id as `previous_response_id`, and only the upstream's own id resolves there.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+
+from kallm import upstream
+from kallm.providers.base import (
+    Call,
+    InvalidRequest,
+    KeyParts,
+    Upstream,
+    dumps,
+    estimate_tokens,
+    json_object,
+    named_event,
+    parse_object,
+    split_text,
+)
+from kallm.providers.openai_chat import error_body
+
+# Fields that never change the answer, so they stay out of the cache key. Everything else,
+# `previous_response_id`, `conversation`, `background` and fields this list does not know yet
+# included, splits the partition. `store` is keyed on its own (see `key_parts`).
+NOT_IN_KEY = frozenset(
+    {
+        "input",
+        "store",
+        "stream",
+        "stream_options",
+        "user",
+        "metadata",
+        "service_tier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "safety_identifier",
+    }
+)
+
+# Fields a response echoes from its request that are not in the key: a replay shows the
+# caller's own values, not those of whoever asked first.
+ECHOED = ("metadata", "user", "safety_identifier", "prompt_cache_key")
+
+# Stream events after which the stream holds no whole answer.
+FAILED_EVENTS = frozenset({"error", "response.failed", "response.incomplete"})
+
+
+def parse_request(body: bytes) -> dict[str, Any]:
+    request = parse_object(body)
+    model = request.get("model")
+    if model is None and isinstance(request.get("prompt"), dict):
+        # A stored prompt may name the model itself; "" keeps `model` a string for kallm.
+        request = {**request, "model": ""}
+    elif not isinstance(model, str) or not model:
+        raise InvalidRequest("'model' is required and must be a string.", "model")
+    items = request.get("input")
+    if items is not None and not isinstance(items, (str, list)):
+        raise InvalidRequest("'input' must be a string or an array of input items.", "input")
+    for index, item in enumerate(items if isinstance(items, list) else []):
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"input[{index}] must be an object.", f"input[{index}]")
+    for name in ("previous_response_id", "instructions"):
+        if request.get(name) is not None and not isinstance(request[name], str):
+            raise InvalidRequest(f"'{name}' must be a string.", name)
+    return request
+
+
+def _input_items(request: dict[str, Any]) -> list[Any]:
+    """The input as a list: a string is one user message, as the API reads it."""
+    items = request.get("input")
+    if items is None:
+        return []
+    return [items] if isinstance(items, str) else list(items)
+
+
+def _plain_text(item: Any) -> str | None:
+    """The text of a final input item that is only user text, else None."""
+    if isinstance(item, str):
+        return item
+    if (
+        not isinstance(item, dict)
+        or item.get("role") != "user"
+        or item.get("type", "message") != "message"
+        or set(item) - {"role", "content", "type"}
+    ):
+        return None
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if (
+        isinstance(content, list)
+        and content
+        and all(
+            isinstance(p, dict)
+            and p.get("type") == "input_text"
+            and set(p) == {"type", "text"}
+            and isinstance(p["text"], str)
+            for p in content
+        )
+    ):
+        return "\n".join(part["text"] for part in content)
+    return None
+
+
+def key_parts(request: dict[str, Any]) -> KeyParts:
+    items = _input_items(request)
+    final = items[-1] if items else None
+    context = {name: value for name, value in request.items() if name not in NOT_IN_KEY}
+    context["input"] = items[:-1]
+    # A replayed id resolves upstream only if the first request was stored there: an answer
+    # to `store: false` must never reach a caller who expects to continue from its id.
+    context["store"] = request.get("store") is not False
+    return KeyParts(model=request["model"], context=context, final=final, text=_plain_text(final))
+
+
+def keyed_request(request: dict[str, Any]) -> dict[str, Any]:
+    """The request without the fields that never change the answer (input and store stay)."""
+    kept = {"input", "store"}
+    return {k: v for k, v in request.items() if k not in NOT_IN_KEY or k in kept}
+
+
+def wants_stream(request: dict[str, Any]) -> bool:
+    return request.get("stream") is True
+
+
+def _whole_item(item: Any) -> bool:
+    """An output item that finished and is not a refusal."""
+    if not isinstance(item, dict) or item.get("status", "completed") != "completed":
+        return False
+    content = item.get("content") if item.get("type") == "message" else None
+    return not any(isinstance(p, dict) and p.get("type") == "refusal" for p in content or [])
+
+
+def is_cacheable(response: dict[str, Any]) -> bool:
+    """A completed response, not an error, a refusal or a cut-short one. Responses in a
+    `conversation` are never kept: the conversation grows with each turn upstream, so the
+    same request later means something else, and a replay would leave the turn out of it.
+    Background responses are polled by id upstream and are not kept either."""
+    output = response.get("output")
+    return (
+        response.get("object") == "response"
+        and response.get("status") == "completed"
+        and not response.get("error")
+        and not response.get("incomplete_details")
+        and not response.get("conversation")
+        and response.get("background") is not True
+        and isinstance(output, list)
+        and bool(output)
+        and all(_whole_item(item) for item in output)
+    )
+
+
+def replay_response(request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    """The cached response as the answer to `request`: same id (see the module docstring),
+    with the caller's own metadata and user fields."""
+    echoed = {name: request.get(name) for name in ECHOED}
+    echoed["metadata"] = request.get("metadata") or {}
+    return {**response, **echoed}
+
+
+def _numbered(events: Iterator[dict[str, Any]]) -> Iterator[bytes]:
+    for number, payload in enumerate(events):
+        yield named_event(payload["type"], {**payload, "sequence_number": number})
+
+
+def _text_events(
+    item_id: str, output: int, index: int, part: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """One output_text part: added empty, its text in several deltas, then done."""
+    where = {"item_id": item_id, "output_index": output, "content_index": index}
+    yield {
+        "type": "response.content_part.added",
+        **where,
+        "part": {**part, "text": "", "annotations": [], "logprobs": []},
+    }
+    text = part.get("text") or ""
+    for piece in split_text(text) if text else []:
+        yield {"type": "response.output_text.delta", **where, "delta": piece, "logprobs": []}
+    logprobs = part.get("logprobs") or []
+    yield {"type": "response.output_text.done", **where, "text": text, "logprobs": logprobs}
+    yield {"type": "response.content_part.done", **where, "part": part}
+
+
+def _message_events(output: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    item_id = item.get("id") or ""
+    opening = {**item, "status": "in_progress", "content": []}
+    yield {"type": "response.output_item.added", "output_index": output, "item": opening}
+    for index, part in enumerate(item.get("content") or []):
+        if isinstance(part, dict) and part.get("type") == "output_text":
+            yield from _text_events(item_id, output, index, part)
+        else:
+            where = {"item_id": item_id, "output_index": output, "content_index": index}
+            yield {"type": "response.content_part.added", **where, "part": part}
+            yield {"type": "response.content_part.done", **where, "part": part}
+
+
+def _function_call_events(output: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    where = {"item_id": item.get("id") or "", "output_index": output}
+    arguments = item.get("arguments") or ""
+    opening = {**item, "arguments": "", "status": "in_progress"}
+    yield {"type": "response.output_item.added", "output_index": output, "item": opening}
+    for piece in split_text(arguments, pieces=4) if arguments else []:
+        yield {"type": "response.function_call_arguments.delta", **where, "delta": piece}
+    yield {"type": "response.function_call_arguments.done", **where, "arguments": arguments}
+
+
+def _reasoning_events(output: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    opening = {**item, "summary": [], "status": "in_progress"}
+    yield {"type": "response.output_item.added", "output_index": output, "item": opening}
+    for index, part in enumerate(item.get("summary") or []):
+        where = {"item_id": item.get("id") or "", "output_index": output, "summary_index": index}
+        text = part.get("text") or "" if isinstance(part, dict) else ""
+        empty = {"type": "summary_text", "text": ""}
+        yield {"type": "response.reasoning_summary_part.added", **where, "part": empty}
+        for piece in split_text(text) if text else []:
+            yield {"type": "response.reasoning_summary_text.delta", **where, "delta": piece}
+        yield {"type": "response.reasoning_summary_text.done", **where, "text": text}
+        yield {"type": "response.reasoning_summary_part.done", **where, "part": part}
+
+
+def _item_events(output: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """One output item as OpenAI streams it: added, its pieces, done with the whole item."""
+    kind = item.get("type")
+    if kind == "message":
+        yield from _message_events(output, item)
+    elif kind == "function_call":
+        yield from _function_call_events(output, item)
+    elif kind == "reasoning":
+        yield from _reasoning_events(output, item)
+    else:
+        # Other items (tool calls run by OpenAI) arrive whole: added, then done.
+        opening = {**item, "status": "in_progress"} if "status" in item else item
+        yield {"type": "response.output_item.added", "output_index": output, "item": opening}
+    yield {"type": "response.output_item.done", "output_index": output, "item": item}
+
+
+def replay_events(response: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The cached response as the events that stream it, without sequence numbers."""
+    running = {**response, "status": "in_progress", "output": [], "usage": None}
+    if "completed_at" in response:
+        running["completed_at"] = None
+    yield {"type": "response.created", "response": running}
+    yield {"type": "response.in_progress", "response": running}
+    for output, item in enumerate(response.get("output") or []):
+        yield from _item_events(output, item)
+    yield {"type": "response.completed", "response": response}
+
+
+def replay_stream(request: dict[str, Any], response: dict[str, Any]) -> Iterator[bytes]:
+    return _numbered(replay_events(replay_response(request, response)))
+
+
+class StreamRecorder:
+    """Keeps the response a stream completes with. `response.completed` carries the whole
+    response; the stream counts only if nothing failed and its events came in order."""
+
+    def __init__(self) -> None:
+        self._response: dict[str, Any] | None = None
+        self._items: dict[int, Any] = {}
+        self._last = -1
+        self.broken = False
+
+    def add(self, data: str) -> None:
+        try:
+            payload = json.loads(data)
+            kind = payload["type"]
+            number = payload.get("sequence_number")
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            # An event we cannot read makes the answer untrustworthy.
+            self.broken = True
+            return
+        if isinstance(number, int):
+            # A repeated or reordered event means pieces may be missing or doubled.
+            self.broken = self.broken or number <= self._last
+            self._last = number
+        if kind in FAILED_EVENTS:
+            self.broken = True
+        elif kind == "response.output_item.done" and isinstance(payload.get("output_index"), int):
+            self._items[payload["output_index"]] = payload.get("item")
+        elif kind == "response.completed":
+            response = payload.get("response")
+            self._response = response if isinstance(response, dict) else None
+            self.broken = self.broken or self._response is None
+
+    def answer(self) -> dict[str, Any] | None:
+        """The completed response, or None unless the stream completed cleanly."""
+        if self.broken or self._response is None:
+            return None
+        output = self._response.get("output")
+        if not output and self._items:
+            # Some gateways leave the completed response's output out; the items were done.
+            return {**self._response, "output": [self._items[i] for i in sorted(self._items)]}
+        if self._items and (not isinstance(output, list) or len(output) != len(self._items)):
+            return None  # the stream and its summary disagree: keep neither
+        return self._response
+
+
+def usage(request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    counts = response.get("usage")
+    if isinstance(counts, dict):
+        prompt, completion = counts.get("input_tokens"), counts.get("output_tokens")
+        if isinstance(prompt, int) and isinstance(completion, int):
+            return {"prompt_tokens": prompt, "completion_tokens": completion}
+    asked = [request.get("instructions") or "", request.get("input") or ""]
+    return {
+        "prompt_tokens": estimate_tokens(asked),
+        "completion_tokens": estimate_tokens(response.get("output") or []),
+        "estimated": True,
+    }
+
+
+class OpenAIResponses:
+    """`POST /v1/responses`, upstream at OPENAI_BASE_URL (which ends in /v1)."""
+
+    route = "responses"
+
+    def parse(self, call: Call) -> dict[str, Any]:
+        return parse_request(call.body)
+
+    def key_parts(self, request: dict[str, Any]) -> KeyParts:
+        return key_parts(request)
+
+    def keyed_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        return keyed_request(request)
+
+    def wants_stream(self, request: dict[str, Any]) -> bool:
+        return wants_stream(request)
+
+    def auth(self, api_key: str | None) -> dict[str, str] | None:
+        return upstream.bearer(api_key)
+
+    def client_key(self, call: Call) -> str | None:
+        return call.headers.get("authorization") or call.headers.get("api-key")
+
+    def upstream_request(
+        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
+    ) -> httpx.Request:
+        return client.build_request(
+            "POST",
+            f"{target.base_url}/responses",
+            headers=upstream.request_headers(
+                call.headers, upstream.bearer(target.api_key), decoded=True
+            ),
+            content=call.body,
+        )
+
+    def recorder(self) -> StreamRecorder:
+        return StreamRecorder()
+
+    def parse_answer(self, body: bytes) -> dict[str, Any] | None:
+        return json_object(body)
+
+    def is_cacheable(self, answer: dict[str, Any]) -> bool:
+        return is_cacheable(answer)
+
+    def usage(self, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+        return usage(request, answer)
+
+    def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
+        return dumps(replay_response(request, answer))
+
+    def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
+        return replay_stream(request, answer)
+
+    def error_body(self, status: int, message: str, kind: str) -> bytes:
+        return error_body(message, kind)
