@@ -17,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from kallm import keys
-from kallm.providers.openai_chat import error_body, parse_request
+from kallm.providers.openai import error_body
+from kallm.providers.openai_chat import parse_request
 from kallm.proxy import CacheProxy
 from kallm.storage.base import Entry, EntryQuery, Store
 

@@ -29,7 +29,8 @@ from kallm.pricing import PriceTable
 from kallm.providers.anthropic import AnthropicMessages
 from kallm.providers.base import Provider, Upstream
 from kallm.providers.gemini import Gemini
-from kallm.providers.openai_chat import OpenAIChat, error_body
+from kallm.providers.openai import error_body
+from kallm.providers.openai_chat import OpenAIChat
 from kallm.providers.openai_completions import OpenAICompletions
 from kallm.providers.openai_responses import OpenAIResponses
 from kallm.proxy import CacheProxy, Core, Decision

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -26,7 +25,7 @@ from kallm import keys, policy, upstream
 from kallm.policies import Policy
 from kallm.providers import openai_embeddings as wire
 from kallm.providers.base import InvalidRequest, Upstream
-from kallm.providers.openai_chat import error_body
+from kallm.providers.openai import error_body
 from kallm.proxy import NO_POLICY, Core
 from kallm.storage.base import Entry
 
@@ -140,7 +139,7 @@ class EmbeddingsProxy:
         item_keys = wire.item_keys(namespace, asked)
         cached: dict[str, Entry] = {}
         if rules.lookup:
-            cached = await self._lookup(asked, item_keys, self._shared_with(namespace, local))
+            cached = await self._lookup(asked, self._core.looked_in(namespace, local))
         served = [cached.get(key.exact) for key in item_keys]
         hits = sum(entry is not None for entry in served)
         outcome = cache_header(hits, len(served), rules.lookup)
@@ -160,9 +159,7 @@ class EmbeddingsProxy:
         try:
             asked = wire.parse_request(body)
             client_key = None if self._target.api_key else _client_key(headers)
-            namespace = keys.namespace(
-                headers.get("x-kallm-namespace"), client_key, self._tenant(request)
-            )
+            namespace = self._core.namespace(request, client_key)
             local = self._core.policies.get(keys.scope(namespace)) or NO_POLICY
             ttl = self._core.settings.cache_ttl if local.ttl is None else local.ttl
             rules = policy.request_policy(headers, self._core.decision.threshold, ttl)
@@ -173,15 +170,6 @@ class EmbeddingsProxy:
         if local.bypasses(self.route, asked.model, headers):
             rules = replace(rules, lookup=False, store=False)
         return asked, namespace, local, rules
-
-    def _shared_with(self, namespace: str, local: Policy) -> list[str]:
-        """The caller's namespaces in the other tenants that share entries, as for chat."""
-        if not local.share:
-            return []
-        own = keys.scope(namespace)
-        return [
-            keys.peer(namespace, other) for other in self._core.policies.sharing() if other != own
-        ]
 
     async def _forward(
         self,
@@ -232,13 +220,6 @@ class EmbeddingsProxy:
             media_type="application/json",
         )
 
-    def _tenant(self, request: Request) -> str | None:
-        """The caller's Kubernetes namespace from its pod IP, as for every cached API."""
-        if self._core.pod_namespace is None:
-            return None
-        host = request.client.host if request.client else "unknown"
-        return self._core.pod_namespace(host) or f"unknown-pod-{host}"
-
     def _upstream_request(self, request: Request, forward: Forward) -> httpx.Request:
         auth = upstream.bearer(self._target.api_key)
         return self._core.client.build_request(
@@ -249,15 +230,13 @@ class EmbeddingsProxy:
         )
 
     async def _lookup(
-        self,
-        asked: wire.EmbeddingsRequest,
-        item_keys: list[keys.CacheKey],
-        others: list[str],
+        self, asked: wire.EmbeddingsRequest, namespaces: list[str]
     ) -> dict[str, Entry]:
         """The cached entries by the item's own key: each item is looked for in the caller's
         namespace, then in those it shares with. A store that fails: nothing is cached."""
         now = time.time()
-        places = [item_keys] + [wire.item_keys(other, asked) for other in others]
+        places = [wire.item_keys(namespace, asked) for namespace in namespaces]
+        item_keys = places[0]
         first_of: dict[str, int] = {}  # each distinct item is looked up once
         for index, key in enumerate(item_keys):
             first_of.setdefault(key.exact, index)
@@ -273,7 +252,7 @@ class EmbeddingsProxy:
         try:
             found = await _batched(find, list(first_of.values()))
         except Exception:
-            self._cache_failed("store")
+            self._core.cache_failed("store")
             return {}
         return {
             exact: entry for exact, entry in zip(first_of, found, strict=True) if entry is not None
@@ -329,7 +308,7 @@ class EmbeddingsProxy:
         try:
             await _batched(lambda entry: self._core.store.put(entry, limit), list(entries.values()))
         except Exception:
-            self._cache_failed("store")
+            self._core.cache_failed("store")
 
     async def _record_hits(self, served: Sequence[Entry | None]) -> None:
         """Refresh the served entries' LRU place, and count them: /stats counts embeddings per
@@ -342,7 +321,7 @@ class EmbeddingsProxy:
                 lambda entry: self._core.store.record_hit(entry, now), list(distinct.values())
             )
         except Exception:
-            self._cache_failed("store")
+            self._core.cache_failed("store")
         metrics, prices = self._core.metrics, self._core.prices
         for entry in served:
             if entry is None:
@@ -377,11 +356,6 @@ class EmbeddingsProxy:
         self._core.metrics.request(self.route, "error", time.perf_counter() - started)
         self._write_log(started, status, "invalid", {})
         return Response(error_body(message, kind, param), status, media_type="application/json")
-
-    def _cache_failed(self, component: str) -> None:
-        # Called inside `except`: one line with the error, not a traceback per request.
-        self._core.metrics.cache_error(component)
-        log.warning("cache %s failed (%r); answering without it", component, sys.exc_info()[1])
 
     def _log(self, batch: Batch, status: int, outcome: str) -> None:
         # The namespace's key-hash suffix is dropped: it identifies an API key.

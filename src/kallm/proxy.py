@@ -68,6 +68,31 @@ class Core:
     policies: PolicyBook
     pod_namespace: Callable[[str], str | None] | None = None
 
+    def namespace(self, request: Request, client_key: str | None) -> str:
+        """The caller's namespace (raises keys.InvalidNamespace). With pod-IP mapping, the
+        caller's Kubernetes namespace encloses it; a caller kallm cannot place gets a
+        namespace of its own address, shared with nobody."""
+        tenant = None
+        if self.pod_namespace is not None:
+            host = request.client.host if request.client else "unknown"
+            tenant = self.pod_namespace(host) or f"unknown-pod-{host}"
+        return keys.namespace(request.headers.get("x-kallm-namespace"), client_key, tenant)
+
+    def looked_in(self, namespace: str, local: Policy) -> list[str]:
+        """Where a request looks: its own namespace, then, when its policy shares, the
+        caller's namespaces in the other tenants that share."""
+        if not local.share:
+            return [namespace]
+        own = keys.scope(namespace)
+        others = [keys.peer(namespace, o) for o in self.policies.sharing() if o != own]
+        return [namespace, *others]
+
+    def cache_failed(self, component: str) -> None:
+        """Count and log a cache failure the request survives. Called inside `except`: one
+        line with the error, not a traceback per request."""
+        self.metrics.cache_error(component)
+        log.warning("cache %s failed (%r); answering without it", component, sys.exc_info()[1])
+
 
 class CacheProxy:
     """One cached API: `provider` knows its wire format, `target` where it goes upstream."""
@@ -84,7 +109,7 @@ class CacheProxy:
         self._metrics = core.metrics
         self._prices = core.prices
         self._policies = core.policies
-        self._pod_namespace = core.pod_namespace
+        self._core = core
         self.route = provider.route
 
     async def handle(self, request: Request) -> Response:
@@ -101,9 +126,7 @@ class CacheProxy:
         try:
             payload = provider.parse(call)
             client_key = None if self._target.api_key else provider.client_key(call)
-            namespace = keys.namespace(
-                request.headers.get("x-kallm-namespace"), client_key, self._tenant(request)
-            )
+            namespace = self._core.namespace(request, client_key)
             local = self._policies.get(keys.scope(namespace)) or NO_POLICY
             rules = policy.request_policy(
                 request.headers,
@@ -120,10 +143,9 @@ class CacheProxy:
         key = keys.cache_key(namespace, self.route, parts.context, parts.final, parts.text)
         found = Lookup()
         if rules.lookup:
-            others = self._shared_with(namespace) if local.share else []
-            looked_in = [key] + [
-                keys.cache_key(other, self.route, parts.context, parts.final, parts.text)
-                for other in others
+            looked_in = [
+                keys.cache_key(place, self.route, parts.context, parts.final, parts.text)
+                for place in self._core.looked_in(namespace, local)
             ]
             found = await self._lookup(looked_in, rules.threshold, min_probability)
         if found.hit is not None:
@@ -162,19 +184,6 @@ class CacheProxy:
         self._count(outcome, started, sent.status_code, similarity, namespace)
         return Response(answer, sent.status_code, headers=headers)
 
-    def _shared_with(self, namespace: str) -> list[str]:
-        """The namespaces this caller would have in the other tenants that share entries."""
-        own = keys.scope(namespace)
-        return [keys.peer(namespace, other) for other in self._policies.sharing() if other != own]
-
-    def _tenant(self, request: Request) -> str | None:
-        """The caller's Kubernetes namespace, from its pod IP, when kallm maps IPs. A caller
-        kallm cannot place gets a namespace of its own address, shared with nobody."""
-        if self._pod_namespace is None:
-            return None
-        host = request.client.host if request.client else "unknown"
-        return self._pod_namespace(host) or f"unknown-pod-{host}"
-
     async def _lookup(
         self, looked_in: list[keys.CacheKey], threshold: float, min_probability: float
     ) -> Lookup:
@@ -184,7 +193,7 @@ class CacheProxy:
             try:
                 entry = await self._store.get_exact(key.namespace, key.exact, now)
             except Exception:
-                self._cache_failed("store")
+                self._core.cache_failed("store")
                 return Lookup()
             if entry is not None:
                 exact = Candidate(entry, 1.0, None)
@@ -202,7 +211,7 @@ class CacheProxy:
                     key.namespace, key.partition, text, vector, threshold, now
                 )
         except Exception:
-            self._cache_failed("store")
+            self._core.cache_failed("store")
             return Lookup(vector=vector)
         if not candidates:
             return Lookup(vector=vector)
@@ -216,7 +225,7 @@ class CacheProxy:
         try:
             return await self._embedder.embed(text)
         except Exception:
-            self._cache_failed("embedder")
+            self._core.cache_failed("embedder")
             return None
 
     async def _replay(self, payload: dict[str, Any], found: Lookup, started: float) -> Response:
@@ -225,7 +234,7 @@ class CacheProxy:
         try:
             await self._store.record_hit(entry, time.time())
         except Exception:
-            self._cache_failed("store")
+            self._core.cache_failed("store")
         usage = entry.extra.get("usage") or {}
         self._metrics.hit(
             not found.exact, entry.model, usage, self._prices.cost(entry.model, usage)
@@ -317,7 +326,7 @@ class CacheProxy:
         try:
             await self._store.put(entry, share)
         except Exception:
-            self._cache_failed("store")
+            self._core.cache_failed("store")
             return False
         return True
 
@@ -365,11 +374,6 @@ class CacheProxy:
         self._log(started, status, "invalid", None, None)
         body = self._provider.error_body(status, message, kind)
         return Response(body, status, media_type="application/json")
-
-    def _cache_failed(self, component: str) -> None:
-        # Called inside `except`: one line with the error, not a traceback per request.
-        self._metrics.cache_error(component)
-        log.warning("cache %s failed (%r); answering without it", component, sys.exc_info()[1])
 
     def _log(
         self,

@@ -14,20 +14,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
-from kallm import upstream
 from kallm.providers.base import (
     Call,
     InvalidRequest,
     KeyParts,
-    Upstream,
     dumps,
     estimate_tokens,
-    json_object,
     parse_object,
     split_text,
 )
+from kallm.providers.openai import OpenAIEndpoint
 from kallm.sse import event
 
 # Fields that never change the answer, so they stay out of the cache key. Everything else
@@ -120,12 +116,6 @@ def is_cacheable(completion: dict[str, Any]) -> bool:
         and bool(choices)
         and all(choice.get("finish_reason") in CACHEABLE_FINISH for choice in choices)
     )
-
-
-def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> bytes:
-    """An error in OpenAI's shape, so SDKs raise their usual exception types."""
-    error = {"message": message, "type": kind, "param": param, "code": code}
-    return json.dumps({"error": error}).encode()
 
 
 def _fresh_id() -> str:
@@ -299,9 +289,10 @@ def estimate_usage(request: dict[str, Any], completion: dict[str, Any]) -> dict[
     }
 
 
-class OpenAIChat:
+class OpenAIChat(OpenAIEndpoint):
     """`POST /v1/chat/completions`, upstream at OPENAI_BASE_URL (which ends in /v1)."""
 
+    path = "/chat/completions"
     route = "chat.completions"
 
     def parse(self, call: Call) -> dict[str, Any]:
@@ -316,29 +307,8 @@ class OpenAIChat:
     def wants_stream(self, request: dict[str, Any]) -> bool:
         return wants_stream(request)
 
-    def auth(self, api_key: str | None) -> dict[str, str] | None:
-        return upstream.bearer(api_key)
-
-    def client_key(self, call: Call) -> str | None:
-        return call.headers.get("authorization") or call.headers.get("api-key")
-
-    def upstream_request(
-        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
-    ) -> httpx.Request:
-        return client.build_request(
-            "POST",
-            f"{target.base_url}/chat/completions",
-            headers=upstream.request_headers(
-                call.headers, upstream.bearer(target.api_key), decoded=True
-            ),
-            content=call.body,
-        )
-
     def recorder(self) -> StreamRecorder:
         return StreamRecorder()
-
-    def parse_answer(self, body: bytes) -> dict[str, Any] | None:
-        return json_object(body)
 
     def is_cacheable(self, answer: dict[str, Any]) -> bool:
         return is_cacheable(answer)
@@ -351,6 +321,3 @@ class OpenAIChat:
 
     def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
         return replay_stream(answer, wants_usage(request))
-
-    def error_body(self, status: int, message: str, kind: str) -> bytes:
-        return error_body(message, kind)

@@ -14,21 +14,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
-
-from kallm import upstream
 from kallm.providers.base import (
     Call,
     InvalidRequest,
     KeyParts,
-    Upstream,
     dumps,
     estimate_tokens,
-    json_object,
     parse_object,
     split_text,
 )
-from kallm.providers.openai_chat import error_body, wants_usage
+from kallm.providers.openai import OpenAIEndpoint
+from kallm.providers.openai_chat import wants_usage
 from kallm.sse import event
 
 # Fields that never change the answer. Everything else (suffix, echo, logprobs, best_of and
@@ -264,9 +260,10 @@ def usage(request: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]
     }
 
 
-class OpenAICompletions:
+class OpenAICompletions(OpenAIEndpoint):
     """`POST /v1/completions`, upstream at OPENAI_BASE_URL (which ends in /v1)."""
 
+    path = "/completions"
     route = "completions"
 
     def parse(self, call: Call) -> dict[str, Any]:
@@ -281,29 +278,8 @@ class OpenAICompletions:
     def wants_stream(self, request: dict[str, Any]) -> bool:
         return wants_stream(request)
 
-    def auth(self, api_key: str | None) -> dict[str, str] | None:
-        return upstream.bearer(api_key)
-
-    def client_key(self, call: Call) -> str | None:
-        return call.headers.get("authorization") or call.headers.get("api-key")
-
-    def upstream_request(
-        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
-    ) -> httpx.Request:
-        return client.build_request(
-            "POST",
-            f"{target.base_url}/completions",
-            headers=upstream.request_headers(
-                call.headers, upstream.bearer(target.api_key), decoded=True
-            ),
-            content=call.body,
-        )
-
     def recorder(self) -> StreamRecorder:
         return StreamRecorder()
-
-    def parse_answer(self, body: bytes) -> dict[str, Any] | None:
-        return json_object(body)
 
     def is_cacheable(self, answer: dict[str, Any]) -> bool:
         return is_cacheable(answer)
@@ -316,6 +292,3 @@ class OpenAICompletions:
 
     def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
         return replay_stream(answer, wants_usage(request))
-
-    def error_body(self, status: int, message: str, kind: str) -> bytes:
-        return error_body(message, kind)

@@ -15,22 +15,17 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
-
-from kallm import upstream
 from kallm.providers.base import (
     Call,
     InvalidRequest,
     KeyParts,
-    Upstream,
     dumps,
     estimate_tokens,
-    json_object,
     named_event,
     parse_object,
     split_text,
 )
-from kallm.providers.openai_chat import error_body
+from kallm.providers.openai import OpenAIEndpoint
 
 # Fields that never change the answer, so they stay out of the cache key. Everything else,
 # `previous_response_id`, `conversation`, `background` and fields this list does not know yet
@@ -322,9 +317,10 @@ def usage(request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-class OpenAIResponses:
+class OpenAIResponses(OpenAIEndpoint):
     """`POST /v1/responses`, upstream at OPENAI_BASE_URL (which ends in /v1)."""
 
+    path = "/responses"
     route = "responses"
 
     def parse(self, call: Call) -> dict[str, Any]:
@@ -339,29 +335,8 @@ class OpenAIResponses:
     def wants_stream(self, request: dict[str, Any]) -> bool:
         return wants_stream(request)
 
-    def auth(self, api_key: str | None) -> dict[str, str] | None:
-        return upstream.bearer(api_key)
-
-    def client_key(self, call: Call) -> str | None:
-        return call.headers.get("authorization") or call.headers.get("api-key")
-
-    def upstream_request(
-        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
-    ) -> httpx.Request:
-        return client.build_request(
-            "POST",
-            f"{target.base_url}/responses",
-            headers=upstream.request_headers(
-                call.headers, upstream.bearer(target.api_key), decoded=True
-            ),
-            content=call.body,
-        )
-
     def recorder(self) -> StreamRecorder:
         return StreamRecorder()
-
-    def parse_answer(self, body: bytes) -> dict[str, Any] | None:
-        return json_object(body)
 
     def is_cacheable(self, answer: dict[str, Any]) -> bool:
         return is_cacheable(answer)
@@ -374,6 +349,3 @@ class OpenAIResponses:
 
     def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
         return replay_stream(request, answer)
-
-    def error_body(self, status: int, message: str, kind: str) -> bytes:
-        return error_body(message, kind)

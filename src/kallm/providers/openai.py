@@ -1,0 +1,47 @@
+"""What OpenAI's endpoints share: the key as a bearer token, OPENAI_BASE_URL (which ends in
+/v1) plus the endpoint's path, JSON answers, and OpenAI's error shape."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+
+from kallm import upstream
+from kallm.providers.base import Call, Upstream, json_object
+
+
+def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> bytes:
+    """An error in OpenAI's shape, so SDKs raise their usual exception types."""
+    error = {"message": message, "type": kind, "param": param, "code": code}
+    return json.dumps({"error": error}).encode()
+
+
+class OpenAIEndpoint:
+    """The parts of `Provider` every OpenAI endpoint has in common; `path` names it."""
+
+    path: str
+
+    def auth(self, api_key: str | None) -> dict[str, str] | None:
+        return upstream.bearer(api_key)
+
+    def client_key(self, call: Call) -> str | None:
+        # Where the openai SDKs (and Azure's) send the key.
+        return call.headers.get("authorization") or call.headers.get("api-key")
+
+    def upstream_request(
+        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
+    ) -> httpx.Request:
+        return client.build_request(
+            "POST",
+            f"{target.base_url}{self.path}",
+            headers=upstream.request_headers(call.headers, self.auth(target.api_key), decoded=True),
+            content=call.body,
+        )
+
+    def parse_answer(self, body: bytes) -> dict[str, Any] | None:
+        return json_object(body)
+
+    def error_body(self, status: int, message: str, kind: str) -> bytes:
+        return error_body(message, kind)
