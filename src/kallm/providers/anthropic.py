@@ -28,6 +28,7 @@ from kallm.providers.base import (
     named_event,
     parse_object,
     split_text,
+    text_content,
 )
 
 # Fields that never change the answer. Everything else, including fields this list does not
@@ -117,18 +118,7 @@ def plain_text(message: dict[str, Any]) -> str | None:
     """The text of a user turn made only of text, else None (exact match only)."""
     if message.get("role") != "user" or set(message) - {"role", "content"}:
         return None
-    content = _unmarked(message["content"])
-    if isinstance(content, str):
-        return content
-    if content and all(
-        isinstance(block, dict)
-        and block.get("type") == "text"
-        and set(block) == {"type", "text"}
-        and isinstance(block["text"], str)
-        for block in content
-    ):
-        return "\n".join(block["text"] for block in content)
-    return None
+    return text_content(_unmarked(message["content"]), "text")
 
 
 def key_parts(request: dict[str, Any]) -> KeyParts:

@@ -152,6 +152,26 @@ def parse_object(body: bytes) -> dict[str, Any]:
     return value
 
 
+def text_content(content: Any, part_type: str) -> str | None:
+    """A message's content as plain text: a string, or a non-empty list of parts that are
+    each only `{"type": part_type, "text": str}` (joined by newlines); else None."""
+    if isinstance(content, str):
+        return content
+    if (
+        isinstance(content, list)
+        and content
+        and all(
+            isinstance(part, dict)
+            and part.get("type") == part_type
+            and set(part) == {"type", "text"}
+            and isinstance(part["text"], str)
+            for part in content
+        )
+    ):
+        return "\n".join(part["text"] for part in content)
+    return None
+
+
 def split_text(text: str, pieces: int = 8) -> list[str]:
     """Split text into about `pieces` parts on word boundaries, so a replay streams."""
     words = text.split(" ")

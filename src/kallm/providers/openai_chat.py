@@ -22,6 +22,7 @@ from kallm.providers.base import (
     estimate_tokens,
     parse_object,
     split_text,
+    text_content,
 )
 from kallm.providers.openai import OpenAIEndpoint
 from kallm.sse import event
@@ -67,22 +68,7 @@ def _plain_text(message: dict[str, Any]) -> str | None:
     """The text of a user message made only of text, else None."""
     if message.get("role") != "user" or set(message) - {"role", "content"}:
         return None
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if (
-        isinstance(content, list)
-        and content
-        and all(
-            isinstance(p, dict)
-            and p.get("type") == "text"
-            and set(p) == {"type", "text"}
-            and isinstance(p["text"], str)
-            for p in content
-        )
-    ):
-        return "\n".join(part["text"] for part in content)
-    return None
+    return text_content(message.get("content"), "text")
 
 
 def key_parts(request: dict[str, Any]) -> KeyParts:

@@ -24,6 +24,7 @@ from kallm.providers.base import (
     named_event,
     parse_object,
     split_text,
+    text_content,
 )
 from kallm.providers.openai import OpenAIEndpoint
 
@@ -92,22 +93,7 @@ def _plain_text(item: Any) -> str | None:
         or set(item) - {"role", "content", "type"}
     ):
         return None
-    content = item.get("content")
-    if isinstance(content, str):
-        return content
-    if (
-        isinstance(content, list)
-        and content
-        and all(
-            isinstance(p, dict)
-            and p.get("type") == "input_text"
-            and set(p) == {"type", "text"}
-            and isinstance(p["text"], str)
-            for p in content
-        )
-    ):
-        return "\n".join(part["text"] for part in content)
-    return None
+    return text_content(item.get("content"), "input_text")
 
 
 def key_parts(request: dict[str, Any]) -> KeyParts:
