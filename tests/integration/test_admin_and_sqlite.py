@@ -159,6 +159,59 @@ def test_export_and_warm_round_trip_through_the_cli(
         target.process.stop()
 
 
+QUESTION = "Which bird lays the largest egg?"
+ASKED = [{"role": "user", "content": QUESTION}]
+EVERY_API = {
+    "/v1/chat/completions": {"model": "gpt-4o-mini", "messages": ASKED},
+    "/v1/completions": {"model": "gpt-3.5-turbo-instruct", "prompt": QUESTION},
+    "/v1/responses": {"model": "gpt-4o-mini", "input": QUESTION},
+    "/v1/messages": {
+        "model": "claude-haiku-4-5", "max_tokens": 64, "messages": ASKED,
+    },
+    "/v1beta/models/gemini-2.5-flash:generateContent": {
+        "contents": [{"role": "user", "parts": [{"text": QUESTION}]}]
+    },
+}  # fmt: skip
+
+
+def test_export_and_warm_carry_every_api(sqlite_kallm, upstream, tmp_path_factory, simulator):
+    source = sqlite_kallm[0][0]
+    # Anthropic's and Gemini's keys are the clients' here, so their entries carry a key hash.
+    headers = {
+        "x-kallm-namespace": "warm-every-api",
+        "x-api-key": "sk-ant-client",
+        "x-goog-api-key": "gm-client",
+        "anthropic-version": "2023-06-01",
+    }
+
+    def ask(kallm):
+        return {
+            path: httpx.post(f"{kallm.root}{path}", json=body, headers=headers, timeout=30)
+            for path, body in EVERY_API.items()
+        }
+
+    first = ask(source)
+    assert {r.headers["x-kallm-cache"] for r in first.values()} == {"MISS"}
+    exported = admin(source, "GET", "/admin/export", headers=AUTH)
+    assert len(exported.text.splitlines()) == len(EVERY_API)
+
+    target = start_kallm(
+        tmp_path_factory, simulator, "kallm-warm-apis", OPENAI_API_KEY=SERVER_KEY,
+        KALLM_ADMIN_TOKEN=TOKEN,
+    )  # fmt: skip
+    try:
+        warmed = admin(target, "POST", "/admin/warm", headers=AUTH, content=exported.content)
+        assert warmed.json() == {"stored": len(EVERY_API), "skipped": 0, "errors": []}
+        upstream.clear()
+        again = ask(target)
+        assert {path: r.headers["x-kallm-cache"] for path, r in again.items()} == {
+            path: "HIT" for path in EVERY_API
+        }
+        assert upstream.requests() == []
+    finally:
+        target.process.stop()
+
+
 def test_the_cli_says_when_the_token_is_missing_or_wrong(sqlite_kallm):
     proxy = sqlite_kallm[0][0]
     cli = [sys.executable, "-m", "kallm", "entries", "--url", proxy.root]
