@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +23,7 @@ from typing import IO, Any
 
 import httpx
 
-from proxy_bench import HOST, PAIRS, free_port, percentile, wait_ready
+from proxy_bench import HOST, PAIRS, percentile, serving
 
 RESULTS = Path(__file__).parent / "results" / "providers.json"
 
@@ -129,33 +127,17 @@ async def measure(port: int, count: int) -> dict[str, Any]:
 
 
 async def run(count: int, log: IO[bytes]) -> dict[str, Any]:
-    sim_port, port = free_port(), free_port()
-    root = f"http://{HOST}:{sim_port}"
-    sim = [sys.executable, "-m", "kallm.simulator", "--host", HOST, "--port", str(sim_port)]
-    env = os.environ | {
-        "OPENAI_BASE_URL": f"{root}/v1",
-        "ANTHROPIC_BASE_URL": root,
-        "GEMINI_BASE_URL": root,
-        "OPENAI_API_KEY": "sk-bench",
-        "ANTHROPIC_API_KEY": "sk-ant-bench",
-        "GEMINI_API_KEY": "gm-bench",
-    }
-    kallm = [sys.executable, "-m", "kallm", "serve", "--host", HOST, "--port", str(port)]
-    processes = [
-        subprocess.Popen(sim, stdout=log, stderr=log),
-        subprocess.Popen(kallm, env=env, stdout=log, stderr=log),
-    ]
-    try:
-        await wait_ready(sim_port, "/v1/models", processes[0])
-        await wait_ready(port, "/ready", processes[1])
-        return await measure(port, count)
-    finally:
-        for process in processes:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+    def settings(root: str) -> dict[str, str]:
+        return {
+            "OPENAI_BASE_URL": f"{root}/v1",
+            "ANTHROPIC_BASE_URL": root,
+            "GEMINI_BASE_URL": root,
+            "OPENAI_API_KEY": "sk-bench",
+            "ANTHROPIC_API_KEY": "sk-ant-bench",
+            "GEMINI_API_KEY": "gm-bench",
+        }
+
+    return await serving(log, settings, lambda port, sim, pid: measure(port, count))
 
 
 def report(results: dict[str, Any]) -> list[str]:

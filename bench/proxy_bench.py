@@ -21,13 +21,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 HOST = "127.0.0.1"
 RESULTS = Path(__file__).parent / "results" / "latest.json"
+T = TypeVar("T")
 TARGETS = {"exact_hit": 2.0, "semantic_hit": 20.0, "miss_overhead": 25.0, "throughput": 1000.0}
 
 # Questions and paraphrases that all-MiniLM-L6-v2 puts at cosine >= 0.96 (most >= 0.98),
@@ -334,13 +335,16 @@ async def wait_ready(port: int, path: str, process: subprocess.Popen[bytes]) -> 
     raise SystemExit(f"{process.args} did not become ready on port {port}")
 
 
-async def run(args: argparse.Namespace, log: IO[bytes]) -> dict[str, Any]:
+async def serving(
+    log: IO[bytes],
+    settings: Callable[[str], dict[str, str]],
+    measure: Callable[[int, int, int], Awaitable[T]],
+) -> T:
+    """Start the simulator and kallm (with `settings(simulator root)` in its environment) on
+    free ports, run `measure(kallm port, simulator port, kallm pid)`, then stop both."""
     sim_port, port = free_port(), free_port()
     sim = [sys.executable, "-m", "kallm.simulator", "--host", HOST, "--port", str(sim_port)]
-    env = os.environ | {
-        "OPENAI_BASE_URL": f"http://{HOST}:{sim_port}/v1",
-        "OPENAI_API_KEY": "sk-bench",
-    }
+    env = os.environ | settings(f"http://{HOST}:{sim_port}")
     kallm = [sys.executable, "-m", "kallm", "serve", "--host", HOST, "--port", str(port)]
     # kallm logs a line per request: to a file, as a pipe nobody reads would block it.
     processes = [
@@ -350,7 +354,7 @@ async def run(args: argparse.Namespace, log: IO[bytes]) -> dict[str, Any]:
     try:
         await wait_ready(sim_port, "/v1/models", processes[0])
         await wait_ready(port, "/ready", processes[1])
-        return await measure(args, port, sim_port, processes[1].pid)
+        return await measure(port, sim_port, processes[1].pid)
     finally:
         for process in processes:
             process.terminate()
@@ -358,6 +362,13 @@ async def run(args: argparse.Namespace, log: IO[bytes]) -> dict[str, Any]:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+async def run(args: argparse.Namespace, log: IO[bytes]) -> dict[str, Any]:
+    def settings(root: str) -> dict[str, str]:
+        return {"OPENAI_BASE_URL": f"{root}/v1", "OPENAI_API_KEY": "sk-bench"}
+
+    return await serving(log, settings, lambda port, sim, pid: measure(args, port, sim, pid))
 
 
 def report(results: dict[str, Any]) -> list[str]:

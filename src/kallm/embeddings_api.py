@@ -139,7 +139,8 @@ class EmbeddingsProxy:
         item_keys = wire.item_keys(namespace, asked)
         cached: dict[str, Entry] = {}
         if rules.lookup:
-            cached = await self._lookup(asked, self._core.looked_in(namespace, local))
+            others = self._core.shared_with(namespace, local)
+            cached = await self._lookup(asked, item_keys, others)
         served = [cached.get(key.exact) for key in item_keys]
         hits = sum(entry is not None for entry in served)
         outcome = cache_header(hits, len(served), rules.lookup)
@@ -230,13 +231,12 @@ class EmbeddingsProxy:
         )
 
     async def _lookup(
-        self, asked: wire.EmbeddingsRequest, namespaces: list[str]
+        self, asked: wire.EmbeddingsRequest, item_keys: list[keys.CacheKey], others: list[str]
     ) -> dict[str, Entry]:
         """The cached entries by the item's own key: each item is looked for in the caller's
         namespace, then in those it shares with. A store that fails: nothing is cached."""
         now = time.time()
-        places = [wire.item_keys(namespace, asked) for namespace in namespaces]
-        item_keys = places[0]
+        places = [item_keys] + [wire.item_keys(other, asked) for other in others]
         first_of: dict[str, int] = {}  # each distinct item is looked up once
         for index, key in enumerate(item_keys):
             first_of.setdefault(key.exact, index)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,14 +80,25 @@ def normalize(text: str) -> str:
     return " ".join(text.split())
 
 
+def cache_keys(
+    namespaces: Sequence[str], route: str, context: dict[str, Any], final: Any, text: str | None
+) -> list[CacheKey]:
+    """One request's key in each of `namespaces` (a request can look in the namespaces that
+    share with its own); the partition does not depend on the namespace."""
+    partition = digest({"route": route, "context": context})
+    exact_part = normalize(text) if text is not None else final
+    return [
+        CacheKey(
+            namespace=namespace,
+            partition=partition,
+            exact=digest({"namespace": namespace, "partition": partition, "final": exact_part}),
+            text=text,
+        )
+        for namespace in namespaces
+    ]
+
+
 def cache_key(
     namespace: str, route: str, context: dict[str, Any], final: Any, text: str | None
 ) -> CacheKey:
-    partition = digest({"route": route, "context": context})
-    exact_part = normalize(text) if text is not None else final
-    return CacheKey(
-        namespace=namespace,
-        partition=partition,
-        exact=digest({"namespace": namespace, "partition": partition, "final": exact_part}),
-        text=text,
-    )
+    return cache_keys([namespace], route, context, final, text)[0]

@@ -45,7 +45,7 @@ class Passthrough:
                 self._client.build_request(
                     request.method,
                     f"{self._base_url}{path}",
-                    params=self._query(request),
+                    params=upstream.query(request.url.query, own_key=self._auth is not None),
                     headers=upstream.request_headers(request.headers, self._auth, decoded=False),
                     content=request.stream() if has_body else None,
                 ),
@@ -64,11 +64,6 @@ class Passthrough:
             headers=upstream.response_headers(sent.headers, decoded=False),
             background=_close(sent),
         )
-
-    def _query(self, request: Request) -> httpx.QueryParams:
-        """The query as sent, less a client's `?key=` (Gemini's) when kallm uses its own key."""
-        query = httpx.QueryParams(request.url.query)
-        return query if self._auth is None else query.remove("key")
 
     def _log(self, request: Request, status: int, started: float) -> None:
         fields = {

@@ -78,14 +78,13 @@ class Core:
             tenant = self.pod_namespace(host) or f"unknown-pod-{host}"
         return keys.namespace(request.headers.get("x-kallm-namespace"), client_key, tenant)
 
-    def looked_in(self, namespace: str, local: Policy) -> list[str]:
-        """Where a request looks: its own namespace, then, when its policy shares, the
+    def shared_with(self, namespace: str, local: Policy) -> list[str]:
+        """Where a request looks after its own namespace: when its policy shares, the
         caller's namespaces in the other tenants that share."""
         if not local.share:
-            return [namespace]
+            return []
         own = keys.scope(namespace)
-        others = [keys.peer(namespace, o) for o in self.policies.sharing() if o != own]
-        return [namespace, *others]
+        return [keys.peer(namespace, other) for other in self.policies.sharing() if other != own]
 
     def cache_failed(self, component: str) -> None:
         """Count and log a cache failure the request survives. Called inside `except`: one
@@ -140,13 +139,13 @@ class CacheProxy:
         min_probability = _first(local.verifier_threshold, self._decision.min_probability)
 
         parts = provider.key_parts(payload)
-        key = keys.cache_key(namespace, self.route, parts.context, parts.final, parts.text)
+        others = self._core.shared_with(namespace, local) if rules.lookup else []
+        looked_in = keys.cache_keys(
+            [namespace, *others], self.route, parts.context, parts.final, parts.text
+        )
+        key = looked_in[0]
         found = Lookup()
         if rules.lookup:
-            looked_in = [
-                keys.cache_key(place, self.route, parts.context, parts.final, parts.text)
-                for place in self._core.looked_in(namespace, local)
-            ]
             found = await self._lookup(looked_in, rules.threshold, min_probability)
         if found.hit is not None:
             return await self._replay(payload, found, started)

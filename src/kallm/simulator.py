@@ -28,7 +28,7 @@ import math
 import re
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +58,15 @@ class SimulatedDisconnect(Exception):
 def _error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
     body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     return JSONResponse(body, status_code=status)
+
+
+def openai_error(directives: Collection[str]) -> JSONResponse | None:
+    """The error `[sim:error500]` or `[sim:error429]` asks for, in OpenAI's shape."""
+    if "error500" in directives:
+        return _error(500, "simulated server error", "server_error")
+    if "error429" in directives:
+        return _error(429, "simulated rate limit exceeded", "requests", "rate_limit_exceeded")
+    return None
 
 
 def _invalid(message: str) -> JSONResponse:
@@ -114,6 +123,16 @@ class Simulator:
         self.calls = 0  # numbers the answers, so each upstream call is recognisable
         self.requests: list[dict[str, Any]] = []
 
+    async def begin(self, text: str) -> tuple[dict[str, str], int]:
+        """The directives in `text` and this call's number, after the simulated latency
+        (plus any `[sim:sleep=N]`). Every stand-in starts an answer with this."""
+        directives = dict(_DIRECTIVE.findall(text))
+        self.calls += 1
+        delay = self.latency + float(directives.get("sleep") or 0)
+        if delay:
+            await asyncio.sleep(delay)
+        return directives, self.calls
+
     def recorded(self, handler: Handler) -> Endpoint:
         """Record the request, reject invalid JSON, then hand the parsed body to `handler`."""
 
@@ -152,20 +171,14 @@ class Simulator:
         user = next(
             (_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
         )
-        directives = dict(_DIRECTIVE.findall(user))
-        self.calls += 1
-        number = self.calls
-
-        delay = self.latency + float(directives.get("sleep") or 0)
-        if delay:
-            await asyncio.sleep(delay)
-        if "error500" in directives:
-            return _error(500, "simulated server error", "server_error")
-        if "error429" in directives:
-            return _error(429, "simulated rate limit exceeded", "requests", "rate_limit_exceeded")
+        directives, number = await self.begin(user)
+        if (failure := openai_error(directives)) is not None:
+            return failure
 
         tool = "tool" in directives
-        finish = next((r for r in ("content_filter", "length") if r in directives), None)
+        finish: str | None = next(
+            (r for r in ("content_filter", "length") if r in directives), None
+        )
         text = f"Simulated answer #{number}: {user}"
         prompt_tokens = sum(_tokens(_text_of(m.get("content"))) for m in messages)
         completion_tokens = _tokens(TOOL_ARGUMENTS if tool else text) * choices

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,7 +30,6 @@ from kallm.simulator import SimulatedDisconnect, Simulator
 TOOL_NAME = "get_weather"
 TOOL_INPUT = {"city": "Paris", "units": "celsius"}
 
-_DIRECTIVE = re.compile(r"\[sim:([a-z0-9_]+)\]")
 # Directive -> (status, Anthropic error type, message).
 _ERRORS = {
     "error500": (500, "api_error", "simulated server error"),
@@ -109,9 +107,7 @@ class AnthropicStandIn:
             ),
             "",
         )
-        directives = set(_DIRECTIVE.findall(user))
-        self.sim.calls += 1
-        number = self.sim.calls
+        directives, number = await self.sim.begin(user)
         for name, (status, kind, reason) in _ERRORS.items():
             if name in directives:
                 return _error(status, kind, reason)

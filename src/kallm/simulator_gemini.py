@@ -21,7 +21,6 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from kallm.simulator import (
-    _DIRECTIVE,
     TOOL_NAME,
     SimulatedDisconnect,
     Simulator,
@@ -125,16 +124,13 @@ class GeminiStandIn:
     ) -> Response:
         contents = [c for c in body["contents"] if isinstance(c, dict)]
         user = next((_texts(c) for c in reversed(contents) if c.get("role", "user") == "user"), "")
-        directives = dict(_DIRECTIVE.findall(user))
-        self.sim.calls += 1
-        if self.sim.latency:
-            await asyncio.sleep(self.sim.latency)
+        directives, number = await self.sim.begin(user)
         if "error500" in directives:
             return _error(500, "simulated internal error", "INTERNAL")
         if "error429" in directives:
             return _error(429, "simulated quota exceeded", "RESOURCE_EXHAUSTED")
         tool = "tool" in directives
-        text = f"Simulated answer #{self.sim.calls}: {user}"
+        text = f"Simulated answer #{number}: {user}"
         prompt = sum(_tokens(_texts(c)) for c in contents)
         answer_tokens = _tokens(json.dumps(TOOL_ARGS) if tool else text)
         usage = {
@@ -143,7 +139,7 @@ class GeminiStandIn:
             "totalTokenCount": prompt + answer_tokens,
         }
         finish = "SAFETY" if "safety" in directives else "STOP"
-        answer = _Answer(self.sim.calls, model, text, tool, finish, usage)
+        answer = _Answer(number, model, text, tool, finish, usage)
         if method == "generateContent":
             return JSONResponse(answer.response())
         if request.query_params.get("alt") == "sse":

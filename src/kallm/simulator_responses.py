@@ -13,7 +13,6 @@ kallm replayed still continues the conversation there.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -24,7 +23,6 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from kallm.simulator import (
-    _DIRECTIVE,
     TOOL_ARGUMENTS,
     TOOL_NAME,
     SimulatedDisconnect,
@@ -34,6 +32,7 @@ from kallm.simulator import (
     _pieces,
     _text_of,
     _tokens,
+    openai_error,
 )
 
 
@@ -72,16 +71,9 @@ class ResponsesStandIn:
                 "previous_response_not_found",
             )
         user = _final_user_text(body["input"])
-        directives = dict(_DIRECTIVE.findall(user))
-        self.sim.calls += 1
-        number = self.sim.calls
-        delay = self.sim.latency + float(directives.get("sleep") or 0)
-        if delay:
-            await asyncio.sleep(delay)
-        if "error500" in directives:
-            return _error(500, "simulated server error", "server_error")
-        if "error429" in directives:
-            return _error(429, "simulated rate limit exceeded", "requests", "rate_limit_exceeded")
+        directives, number = await self.sim.begin(user)
+        if (failure := openai_error(directives)) is not None:
+            return failure
 
         response = self._response(number, body, user, directives)
         if body.get("store") is not False:
@@ -249,16 +241,9 @@ async def completions(sim: Simulator, body: Any) -> Response:
     n = body.get("n") or 1
     if not isinstance(n, int) or not 1 <= n <= 16:
         return _invalid("'n' must be an integer from 1 to 16.")
-    directives = dict(_DIRECTIVE.findall(" ".join(prompts)))
-    sim.calls += 1
-    number = sim.calls
-    delay = sim.latency + float(directives.get("sleep") or 0)
-    if delay:
-        await asyncio.sleep(delay)
-    if "error500" in directives:
-        return _error(500, "simulated server error", "server_error")
-    if "error429" in directives:
-        return _error(429, "simulated rate limit exceeded", "requests", "rate_limit_exceeded")
+    directives, number = await sim.begin(" ".join(prompts))
+    if (failure := openai_error(directives)) is not None:
+        return failure
     finish = "length" if "length" in directives else "stop"
     echo = body.get("echo") is True
     texts = [

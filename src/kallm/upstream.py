@@ -64,6 +64,13 @@ def request_headers(
     return out
 
 
+def query(raw: str, own_key: bool) -> httpx.QueryParams:
+    """A client's query string to send upstream, less its `?key=` (how Gemini clients may
+    send a key) when kallm sends its own key."""
+    params = httpx.QueryParams(raw)
+    return params.remove("key") if own_key else params
+
+
 def response_headers(headers: httpx.Headers, *, decoded: bool) -> dict[str, str]:
     """Upstream headers to send to the client; lengths and encodings change when the body was
     decoded or re-framed."""

@@ -337,15 +337,16 @@ class AnthropicMessages:
     """`POST /v1/messages`, upstream at ANTHROPIC_BASE_URL (without /v1)."""
 
     route = "messages"
+    key_parts = staticmethod(key_parts)
+    keyed_request = staticmethod(keyed_request)
+    is_cacheable = staticmethod(is_cacheable)
+    usage = staticmethod(usage)
+    recorder = StreamRecorder
+    parse_answer = staticmethod(json_object)
+    error_body = staticmethod(error_body)
 
     def parse(self, call: Call) -> dict[str, Any]:
         return parse_request(call.body, call.headers.get(BETA))
-
-    def key_parts(self, request: dict[str, Any]) -> KeyParts:
-        return key_parts(request)
-
-    def keyed_request(self, request: dict[str, Any]) -> dict[str, Any]:
-        return keyed_request(request)
 
     def wants_stream(self, request: dict[str, Any]) -> bool:
         return request.get("stream") is True
@@ -373,23 +374,8 @@ class AnthropicMessages:
             content=call.body,
         )
 
-    def recorder(self) -> StreamRecorder:
-        return StreamRecorder()
-
-    def parse_answer(self, body: bytes) -> dict[str, Any] | None:
-        return json_object(body)
-
-    def is_cacheable(self, answer: dict[str, Any]) -> bool:
-        return is_cacheable(answer)
-
-    def usage(self, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
-        return usage(request, answer)
-
     def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
         return dumps(replay_json(answer))
 
     def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
         return replay_stream(answer)
-
-    def error_body(self, status: int, message: str, kind: str) -> bytes:
-        return error_body(status, message, kind)

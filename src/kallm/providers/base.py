@@ -69,6 +69,9 @@ class Recorder(Protocol):
 
 
 class Provider(Protocol):
+    """A wire format. Its decisions are the module's pure functions; a provider class binds
+    them (`key_parts = staticmethod(key_parts)`) and adds what needs the call or the target."""
+
     # The endpoint name policies use to bypass it ("chat.completions", "messages", ...).
     route: str
 

@@ -321,29 +321,19 @@ def client_key(call: Call) -> str | None:
     )
 
 
-def upstream_query(call: Call, own_key: bool) -> list[tuple[str, str | int | float | bool | None]]:
-    """The client's query (alt=sse stays), less its ?key= when kallm sends its own key."""
-    multi = getattr(call.query, "multi_items", None)
-    items: list[tuple[str, str]] = multi() if callable(multi) else list(call.query.items())
-    return [(name, value) for name, value in items if not (own_key and name == "key")]
-
-
 class Gemini:
     """`POST /v1beta/models/{model}:{method}` (and /v1/), upstream at GEMINI_BASE_URL."""
 
     route = "gemini"
+    key_parts = staticmethod(key_parts)
+    keyed_request = staticmethod(keyed_request)
+    is_cacheable = staticmethod(is_cacheable)
+    usage = staticmethod(usage)
+    recorder = StreamRecorder
+    wants_stream = staticmethod(wants_sse)
 
     def parse(self, call: Call) -> dict[str, Any]:
         return parse_request(call.body, call.params.get("target", ""), call.query)
-
-    def key_parts(self, request: dict[str, Any]) -> KeyParts:
-        return key_parts(request)
-
-    def keyed_request(self, request: dict[str, Any]) -> dict[str, Any]:
-        return keyed_request(request)
-
-    def wants_stream(self, request: dict[str, Any]) -> bool:
-        return wants_sse(request)
 
     def auth(self, api_key: str | None) -> dict[str, str] | None:
         return None if api_key is None else {"x-goog-api-key": api_key}
@@ -354,27 +344,18 @@ class Gemini:
     def upstream_request(
         self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
     ) -> httpx.Request:
-        own_key = target.api_key is not None
         return client.build_request(
             "POST",
             f"{target.base_url}{call.path}",
-            params=upstream_query(call, own_key),
+            # alt=sse stays; Starlette's QueryParams prints every pair as sent.
+            params=upstream.query(str(call.query), own_key=target.api_key is not None),
             headers=upstream.request_headers(call.headers, self.auth(target.api_key), decoded=True),
             content=call.body,
         )
 
-    def recorder(self) -> StreamRecorder:
-        return StreamRecorder()
-
     def parse_answer(self, body: bytes) -> dict[str, Any] | None:
         # A stream without alt=sse is a JSON array: not an object, so it is only relayed.
         return json_object(body)
-
-    def is_cacheable(self, answer: dict[str, Any]) -> bool:
-        return is_cacheable(answer)
-
-    def usage(self, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
-        return usage(request, answer)
 
     def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
         if wants_array(request):

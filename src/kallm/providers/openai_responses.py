@@ -308,27 +308,15 @@ class OpenAIResponses(OpenAIEndpoint):
 
     path = "/responses"
     route = "responses"
+    key_parts = staticmethod(key_parts)
+    keyed_request = staticmethod(keyed_request)
+    wants_stream = staticmethod(wants_stream)
+    is_cacheable = staticmethod(is_cacheable)
+    usage = staticmethod(usage)
+    recorder = StreamRecorder
 
     def parse(self, call: Call) -> dict[str, Any]:
         return parse_request(call.body)
-
-    def key_parts(self, request: dict[str, Any]) -> KeyParts:
-        return key_parts(request)
-
-    def keyed_request(self, request: dict[str, Any]) -> dict[str, Any]:
-        return keyed_request(request)
-
-    def wants_stream(self, request: dict[str, Any]) -> bool:
-        return wants_stream(request)
-
-    def recorder(self) -> StreamRecorder:
-        return StreamRecorder()
-
-    def is_cacheable(self, answer: dict[str, Any]) -> bool:
-        return is_cacheable(answer)
-
-    def usage(self, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
-        return usage(request, answer)
 
     def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
         return dumps(replay_response(request, answer))
