@@ -37,6 +37,7 @@ from kallm.proxy import CacheProxy, Core, Decision
 from kallm.settings import Settings
 from kallm.storage import Store
 from kallm.storage.factory import open_store
+from kallm.transport import upstream_client
 
 log = logging.getLogger("kallm")
 
@@ -113,13 +114,7 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        client = httpx.AsyncClient(
-            transport=parts.transport,
-            timeout=httpx.Timeout(
-                settings.upstream_timeout, connect=min(10.0, settings.upstream_timeout)
-            ),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-        )
+        client = upstream_client(settings, parts.transport)
         store = parts.store or await open_store(settings.backend, settings.max_cache_size)
         embedder = parts.embedder or await _default_embedder(settings, client, api_key)
         verifier = load_verifier(settings, embedder.name)

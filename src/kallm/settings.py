@@ -6,6 +6,7 @@ matching `kallm serve` flag. Invalid values fail at start with the variable's na
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Any
@@ -81,6 +82,18 @@ class Settings(BaseSettings):
     shutdown_delay: Annotated[float, _env("KALLM_SHUTDOWN_DELAY"), Field(ge=0)] = 0.0
     shutdown_grace: Annotated[float, _env("KALLM_SHUTDOWN_GRACE"), Field(ge=0)] = 25.0
     admin_token: Annotated[SecretStr | None, _env("KALLM_ADMIN_TOKEN")] = None
+    # Who may call kallm (README, "Security"): `tenant:key` pairs, and/or a JSON file of them.
+    client_keys: Annotated[SecretStr | None, _env("KALLM_CLIENT_KEYS")] = None
+    client_keys_file: Annotated[Path | None, _env("KALLM_CLIENT_KEYS_FILE")] = None
+    # Lets anyone who reaches a non-loopback port spend kallm's own provider keys.
+    insecure_open_relay: Annotated[bool, _env("KALLM_INSECURE_OPEN_RELAY")] = False
+    # The longest X-Kallm-TTL or warmed TTL honoured (None: KALLM_CACHE_TTL).
+    max_ttl: Annotated[float | None, _env("KALLM_MAX_TTL")] = None
+    max_answer_size: Annotated[int, _env("KALLM_MAX_ANSWER_SIZE"), Field(ge=1)] = 2 * 1024 * 1024
+    max_header_size: Annotated[int, _env("KALLM_MAX_HEADER_SIZE"), Field(ge=1024)] = 64 * 1024
+    header_timeout: Annotated[float, _env("KALLM_HEADER_TIMEOUT")] = 10.0
+    keepalive_timeout: Annotated[float, _env("KALLM_KEEPALIVE_TIMEOUT")] = 15.0
+    max_connections: Annotated[int, _env("KALLM_MAX_CONNECTIONS"), Field(ge=1)] = 1000
 
     @field_validator("backend")
     @classmethod
@@ -95,12 +108,19 @@ class Settings(BaseSettings):
             "use memory, sqlite:///path, redis://, rediss://, postgresql:// or postgres://"
         )
 
-    @field_validator("cache_ttl", "upstream_timeout", mode="before")
+    @field_validator(
+        "cache_ttl",
+        "upstream_timeout",
+        "max_ttl",
+        "header_timeout",
+        "keepalive_timeout",
+        mode="before",
+    )
     @classmethod
     def _duration(cls, value: Any) -> Any:
         seconds = parse_duration(value) if isinstance(value, str) else value
-        if isinstance(seconds, int | float) and seconds <= 0:
-            raise ValueError("must be a positive duration")
+        if isinstance(seconds, int | float) and not 0 < seconds < math.inf:
+            raise ValueError("must be a positive, finite duration")
         return seconds
 
     @field_validator("openai_base_url", "anthropic_base_url", "gemini_base_url")
@@ -110,10 +130,29 @@ class Settings(BaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 
-    @field_validator("openai_api_key", "anthropic_api_key", "gemini_api_key")
+    @field_validator(
+        "openai_api_key", "anthropic_api_key", "gemini_api_key", "admin_token", "client_keys"
+    )
     @classmethod
-    def _blank_key_is_none(cls, value: SecretStr | None) -> SecretStr | None:
-        return value if value and value.get_secret_value() else None
+    def _blank_secret_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        # docker-compose's `${VAR}` and an empty Secret value give "": that means unset,
+        # never a key (or an admin token) that is the empty string.
+        return value if value and value.get_secret_value().strip() else None
+
+    @field_validator("client_keys_file", mode="before")
+    @classmethod
+    def _blank_path_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def ttl_limit(self) -> float:
+        """The longest TTL a request or a warmed entry may ask for."""
+        return self.max_ttl if self.max_ttl is not None else self.cache_ttl
+
+    @property
+    def own_keys(self) -> bool:
+        """Whether kallm holds any provider key of its own (which callers then spend)."""
+        return any((self.openai_api_key, self.anthropic_api_key, self.gemini_api_key))
 
     @property
     def remote_embedding_model(self) -> str | None:
@@ -128,9 +167,31 @@ class Settings(BaseSettings):
 
 # Never echoed in errors: keys, and URLs that may hold passwords.
 SECRET_FIELDS = frozenset(
-    {"openai_api_key", "anthropic_api_key", "gemini_api_key", "admin_token", "backend"}
+    {
+        "openai_api_key",
+        "anthropic_api_key",
+        "gemini_api_key",
+        "admin_token",
+        "client_keys",
+        "backend",
+        "openai_base_url",
+        "anthropic_base_url",
+        "gemini_base_url",
+    }
 )
 ENV_NAMES = {name: str(field.validation_alias) for name, field in Settings.model_fields.items()}
+
+
+def redact_url(url: str) -> str:
+    """`url` without the user and password it may carry (`https://user:pw@host/v1`), for
+    logs and error messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}://{authority}{slash}{path}"
 
 
 class SettingsError(Exception):
