@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,23 +17,39 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from kallm import keys
+from kallm import keys, upstream
+from kallm.auth import TENANT_PATTERN, ClientKeys
+from kallm.providers.base import loads
 from kallm.providers.openai import error_body
 from kallm.providers.openai_chat import parse_request
 from kallm.proxy import CacheProxy
+from kallm.settings import Settings
 from kallm.storage.base import Entry, EntryQuery, Store
 
 PAGE_LIMIT = 1000
 
 
+# Where `kallm warm --key-env` sends the client credential that entries are warmed for.
+WARM_KEY_HEADER = "x-kallm-warm-key"
+MAX_OFFSET = 10**9
+
+
 class Admin:
     def __init__(
-        self, token: str, store: Store, proxies: dict[str, CacheProxy], default_ttl: float
+        self,
+        token: str,
+        store: Store,
+        proxies: dict[str, CacheProxy],
+        settings: Settings,
+        clients: ClientKeys | None,
     ) -> None:
         self._token = f"Bearer {token}".encode()
         self._store = store
         self._proxies = proxies  # by route
-        self._default_ttl = default_ttl
+        self._default_ttl = settings.cache_ttl
+        self._max_ttl = settings.ttl_limit
+        self._max_body = settings.max_body_size
+        self._clients = clients
 
     def allowed(self, request: Request) -> bool:
         given = request.headers.get("authorization", "").encode()
@@ -49,8 +66,8 @@ class Admin:
             limit = int(params.get("limit", "100"))
         except ValueError:
             return _bad("offset and limit must be integers")
-        if offset < 0 or not 1 <= limit <= PAGE_LIMIT:
-            return _bad(f"offset must be >= 0 and limit 1-{PAGE_LIMIT}")
+        if not 0 <= offset <= MAX_OFFSET or not 1 <= limit <= PAGE_LIMIT:
+            return _bad(f"offset must be 0-{MAX_OFFSET} and limit 1-{PAGE_LIMIT}")
         query = EntryQuery(
             params.get("namespace"), params.get("model"), params.get("q"), offset, limit
         )
@@ -68,37 +85,88 @@ class Admin:
 
     async def warm(self, request: Request) -> Response:
         """Each line: {"request", "response", "route"? (default chat.completions),
-        "namespace"?, "ttl"? seconds}, as export writes them. The namespace is taken as given
-        (it may carry a key hash)."""
+        "namespace"?, "ttl"? seconds}, as export writes them. Where entries go: with
+        `?namespace=`, `?tenant=` or a client credential in X-Kallm-Warm-Key, where a caller
+        with that namespace header, tenant and credential looks (overriding the lines');
+        otherwise each line's namespace as given (an export's, key hash included)."""
+        body = await upstream.read_limited(request.stream(), self._max_body)
+        if body is None:
+            return _bad("the body is too large: send fewer lines at a time")
+        try:
+            text = body.decode("utf-8")
+            target = _warm_target(request)
+        except (UnicodeDecodeError, ValueError) as error:
+            return _bad(f"invalid warm request: {error}")
         stored = skipped = 0
         errors: list[str] = []
-        for number, line in enumerate((await request.body()).decode().splitlines(), 1):
+        places: dict[str, int] = {}
+        unreachable: set[str] = set()  # routes whose entries no caller will read
+        for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-                route = str(row.get("route") or "chat.completions")
-                if route not in self._proxies:
-                    raise ValueError(f"unknown route {route!r}")
-                proxy = self._proxies[route]
-                payload = row["request"]
-                if proxy.route == "chat.completions":
-                    payload = parse_request(json.dumps(payload).encode())
-                elif not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
-                    raise ValueError("request must be an object with a model")
-                namespace = str(row.get("namespace") or keys.DEFAULT_NAMESPACE)
-                ttl = float(row.get("ttl") or self._default_ttl)
-                if not isinstance(row["response"], dict) or ttl <= 0:
-                    raise ValueError("response must be an object and ttl positive")
-                kept = await proxy.warm(namespace, payload, row["response"], ttl)
+                proxy, payload, answer, namespace, ttl = self._warm_line(line, target)
+                kept = await proxy.warm(namespace, payload, answer, ttl)
             except (ValueError, KeyError, TypeError) as error:  # InvalidRequest is a ValueError
                 errors.append(f"line {number}: {error!s}")
                 continue
             if kept:
                 stored += 1
+                places[namespace] = places.get(namespace, 0) + 1
             else:
                 skipped += 1
-        return JSONResponse({"stored": stored, "skipped": skipped, "errors": errors[:100]})
+        return JSONResponse(
+            {
+                "stored": stored,
+                "skipped": skipped,
+                "errors": errors[:100],
+                "namespaces": {_shown(name): count for name, count in places.items()},
+                "warnings": self._warnings(places, unreachable),
+            }
+        )
+
+    def _warm_line(
+        self, line: str, target: str | None
+    ) -> tuple[CacheProxy, dict[str, Any], dict[str, Any], str, float]:
+        """One warm line checked: its API, request, answer, namespace and TTL."""
+        row = loads(line.encode("utf-8"))
+        if not isinstance(row, dict):
+            raise ValueError("a line must be a JSON object")
+        route = row.get("route") or "chat.completions"
+        if route not in self._proxies:
+            raise ValueError(f"unknown route {str(route)[:40]!r}")
+        proxy = self._proxies[route]
+        payload = row["request"]
+        if proxy.route == "chat.completions":
+            payload = parse_request(json.dumps(payload).encode())
+        elif not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
+            raise ValueError("request must be an object with a model")
+        if not isinstance(row["response"], dict):
+            raise ValueError("response must be an object")
+        ttl = row.get("ttl") or self._default_ttl
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+            raise ValueError("ttl must be a positive number of seconds")
+        namespace = target or row.get("namespace") or keys.DEFAULT_NAMESPACE
+        if not isinstance(namespace, str) or len(namespace) > 256:
+            raise ValueError("namespace must be a string")
+        return proxy, payload, row["response"], namespace, min(float(ttl), self._max_ttl)
+
+    def _warnings(self, places: dict[str, int], unkeyed: set[str]) -> list[str]:
+        """What makes warmed entries unreachable, said rather than left to be discovered."""
+        warnings = []
+        if self._clients is not None and any(
+            not name.startswith(keys.TENANT_PREFIX) for name in places
+        ):
+            warnings.append(
+                "kallm authenticates clients, and every client reads inside its tenant: "
+                "entries outside a tenant are served to no one (warm with --tenant)"
+            )
+        if unkeyed:
+            warnings.append(
+                f"kallm forwards client keys for {', '.join(sorted(unkeyed))}: entries warmed "
+                "without --key-env are served only to callers that send no credential"
+            )
+        return warnings
 
     async def export(self, request: Request) -> Response:
         namespace = request.query_params.get("namespace")
@@ -116,10 +184,31 @@ class Admin:
         return StreamingResponse(lines(), media_type="application/x-ndjson")
 
 
+def _warm_target(request: Request) -> str | None:
+    """The namespace `?namespace=`, `?tenant=` and X-Kallm-Warm-Key name, as a request with
+    that header, from that tenant, presenting that credential would have it; None when none
+    is given. Raises ValueError."""
+    params = request.query_params
+    tenant, credential = params.get("tenant"), request.headers.get(WARM_KEY_HEADER)
+    if params.get("namespace") is None and tenant is None and credential is None:
+        return None
+    if tenant is not None and not TENANT_PATTERN.fullmatch(tenant):
+        raise ValueError("tenant: 1-63 letters, digits and ._- starting with a letter or digit")
+    try:
+        return keys.namespace(params.get("namespace"), credential or None, tenant)
+    except keys.InvalidNamespace as error:
+        raise ValueError(str(error)) from None
+
+
+def _shown(namespace: str) -> str:
+    """A namespace as the admin API shows it: the key-hash suffix identifies an API key."""
+    name, at, _ = namespace.partition("@")
+    return name + (" (for one client key)" if at else "")
+
+
 def _summary(entry: Entry) -> dict[str, Any]:
     return {
         "id": entry.id,
-        # The key-hash suffix identifies an API key: never show it.
         "namespace": entry.namespace.split("@", 1)[0],
         "model": entry.model,
         "prompt": entry.text,

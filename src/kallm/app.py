@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from kallm.admin import Admin
+from kallm.admission import Gate
+from kallm.auth import ClientKeys
 from kallm.embedders import Embedder, LocalEmbedder, RemoteEmbedder
 from kallm.embeddings_api import EmbeddingsProxy
 from kallm.match.matcher import Matcher
@@ -34,7 +37,7 @@ from kallm.providers.openai_chat import OpenAIChat
 from kallm.providers.openai_completions import OpenAICompletions
 from kallm.providers.openai_responses import OpenAIResponses
 from kallm.proxy import CacheProxy, Core, Decision
-from kallm.settings import Settings
+from kallm.settings import Settings, redact_url
 from kallm.storage import Store
 from kallm.storage.factory import open_store
 from kallm.transport import upstream_client
@@ -110,6 +113,10 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
     prices = PriceTable.load(settings.prices_file)
     targets = Upstreams.of(settings)
     api_key = targets.openai.api_key
+    clients = ClientKeys.load(
+        settings.client_keys.get_secret_value() if settings.client_keys else None,
+        settings.client_keys_file,
+    )
     running: list[Running] = []  # set while the lifespan is open
 
     @contextlib.asynccontextmanager
@@ -121,18 +128,19 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
         decision = decide_defaults(settings, verifier)
         matcher = Matcher(store, embedder.name, verifier)
         async with _watching_cluster(settings, parts) as pod_namespace:
+            gate = Gate(clients, pod_namespace)
             core = Core(
                 settings, store, embedder, matcher, decision, client, metrics, prices,
-                parts.policies, pod_namespace,
+                parts.policies, gate,
             )  # fmt: skip
             apis = {provider.route: (provider, target) for provider, target in cached_apis(targets)}
             proxies = {route: CacheProxy(*api, core) for route, api in apis.items()}
             admin = None
             if settings.admin_token is not None:
                 token = settings.admin_token.get_secret_value()
-                admin = Admin(token, store, proxies, settings.cache_ttl)
+                admin = Admin(token, store, proxies, settings, clients)
             passthrough = {
-                name: _passthrough(client, *apis[route], strip)
+                name: _passthrough(client, *apis[route], gate, strip)
                 for name, route, strip in (
                     ("openai", "chat.completions", "/v1"),
                     ("anthropic", "messages", ""),
@@ -142,7 +150,8 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
             embeddings = EmbeddingsProxy(targets.openai, core)
             running.append(Running(proxies, embeddings, passthrough, store, admin))
             fields = {
-                "upstream": settings.openai_base_url,
+                "upstream": redact_url(settings.openai_base_url),
+                "client_keys": len(clients) if clients is not None else None,
                 "embedder": embedder.name,
                 "verifier": verifier is not None,
                 "similarity_threshold": decision.threshold,
@@ -189,7 +198,14 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
                 body = error_body("A valid admin token is required.", "authentication_error")
                 return Response(body, 401, media_type="application/json")
             handler: Callable[[Request], Awaitable[Response]] = getattr(admin, name)
-            return await handler(request)
+            try:
+                return await handler(request)
+            except Exception:
+                # The store failed (or refused what it was given): say so, as JSON.
+                metrics.cache_error("store")
+                log.warning("admin %s failed (%r)", name, sys.exc_info()[1])
+                body = error_body("The cache store failed; try again.", "store_error")
+                return Response(body, 503, media_type="application/json")
 
         return endpoint
 
@@ -210,7 +226,11 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
 
     async def stats(request: Request) -> Response:
         entries = await _entries()
-        body = metrics.stats(entries or 0, prices.as_of)
+        # Model names come from every tenant's requests: once clients authenticate, only the
+        # operator (with the admin token) sees them.
+        admin = running[0].admin
+        detail = clients is None or (admin is not None and admin.allowed(request))
+        body = metrics.stats(entries or 0, prices.as_of, detail)
         body["store"] = {
             "backend": settings.backend.split(":", 1)[0],
             "status": "ok" if entries is not None else "degraded",
@@ -262,12 +282,12 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
 
 
 def _passthrough(
-    client: httpx.AsyncClient, provider: Provider, target: Upstream, strip: str
+    client: httpx.AsyncClient, provider: Provider, target: Upstream, gate: Gate, strip: str
 ) -> Passthrough:
     """What kallm does not cache of a provider's API goes to the same upstream, with kallm's
     key when it has one, and kallm's own errors in that provider's shape."""
     auth = provider.auth(target.api_key)
-    return Passthrough(client, target.base_url, auth, provider.error_body, strip)
+    return Passthrough(client, target.base_url, auth, provider.error_body, gate, strip)
 
 
 async def _default_embedder(

@@ -19,20 +19,27 @@ from typing import Any, TypeVar
 
 import httpx
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from kallm import keys, policy, upstream
+from kallm.admission import Caller
+from kallm.auth import Refused
 from kallm.policies import Policy
 from kallm.providers import openai_embeddings as wire
 from kallm.providers.base import InvalidRequest, Upstream
 from kallm.providers.openai import error_body
-from kallm.proxy import NO_POLICY, Core
+from kallm.proxy import NO_POLICY, Core, offload
 from kallm.storage.base import Entry
 
 log = logging.getLogger("kallm")
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# The largest embeddings answer kallm holds to split into items, whatever
+# KALLM_MAX_ANSWER_SIZE says: its items are cached one by one, and a batch of a few hundred
+# vectors is already megabytes of JSON. A larger answer is relayed and not cached.
+ANSWER_LIMIT = 64 * 1024 * 1024
 
 # Store calls run this many at a time: a batch of 2,048 items must not open 2,048 at once.
 STORE_CONCURRENCY = 32
@@ -110,11 +117,6 @@ def cache_header(cached: int, total: int, looked_up: bool) -> str:
     return "PARTIAL" if cached else "MISS"
 
 
-def _client_key(headers: Mapping[str, str]) -> str | None:
-    # Where the openai SDKs (and Azure's) send the key, as for chat.
-    return headers.get("authorization") or headers.get("api-key")
-
-
 class EmbeddingsProxy:
     route = wire.ROUTE
 
@@ -124,19 +126,24 @@ class EmbeddingsProxy:
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
+        try:
+            caller = self._core.gate.admit(request, self.route, self._target.api_key is not None)
+        except Refused as refused:
+            return self._invalid(started, refused.status, str(refused), refused.kind, None)
         body = await upstream.read_limited(request.stream(), self._core.settings.max_body_size)
         if body is None:
             return self._invalid(
                 started, 413, "The request body is too large.", "request_too_large", None
             )
-        admitted = self._admit(request, body)
+        admitted = await offload(len(body), self._admit, request, caller, body)
+        if isinstance(admitted, Refused):
+            return self._invalid(started, admitted.status, str(admitted), admitted.kind, None)
         if isinstance(admitted, InvalidRequest):
             return self._invalid(
                 started, 400, str(admitted), "invalid_request_error", admitted.param
             )
-        asked, namespace, local, rules = admitted
+        asked, namespace, local, rules, item_keys = admitted
 
-        item_keys = wire.item_keys(namespace, asked)
         cached: dict[str, Entry] = {}
         if rules.lookup:
             others = self._core.shared_with(namespace, local)
@@ -149,32 +156,35 @@ class EmbeddingsProxy:
         if outcome == "HIT":
             return await self._replay(batch)
         forward = plan_forward(asked, item_keys, cached, body)
-        return await self._forward(request, batch, forward, rules, local.max_entries)
+        return await self._forward(caller, batch, forward, rules, local.max_entries)
 
     def _admit(
-        self, request: Request, body: bytes
-    ) -> tuple[wire.EmbeddingsRequest, str, Policy, policy.RequestPolicy] | InvalidRequest:
-        """The request, its namespace, the namespace's policy and this request's rules; or
-        why the request is refused."""
+        self, request: Request, caller: Caller, body: bytes
+    ) -> (
+        tuple[wire.EmbeddingsRequest, str, Policy, policy.RequestPolicy, list[keys.CacheKey]]
+        | InvalidRequest
+        | Refused
+    ):
+        """The request, its namespace, the namespace's policy, this request's rules and each
+        item's key; or why the request is refused. CPU work proportional to the body."""
         headers = request.headers
+        assert caller.namespace is not None
         try:
             asked = wire.parse_request(body)
-            client_key = None if self._target.api_key else _client_key(headers)
-            namespace = self._core.namespace(request, client_key)
-            local = self._core.policies.get(keys.scope(namespace)) or NO_POLICY
-            ttl = self._core.settings.cache_ttl if local.ttl is None else local.ttl
-            rules = policy.request_policy(headers, self._core.decision.threshold, ttl)
-        except InvalidRequest as error:
+            caller.check_model(asked.model)
+            local = self._core.policies.get(keys.scope(caller.namespace)) or NO_POLICY
+            rules = self._core.ttl_rules(headers, local)
+        except (InvalidRequest, Refused) as error:
             return error
-        except (policy.InvalidPolicyHeader, keys.InvalidNamespace) as error:
+        except policy.InvalidPolicyHeader as error:
             return InvalidRequest(str(error))
         if local.bypasses(self.route, asked.model, headers):
             rules = replace(rules, lookup=False, store=False)
-        return asked, namespace, local, rules
+        return asked, caller.namespace, local, rules, wire.item_keys(caller.namespace, asked)
 
     async def _forward(
         self,
-        request: Request,
+        caller: Caller,
         batch: Batch,
         forward: Forward,
         rules: policy.RequestPolicy,
@@ -182,16 +192,26 @@ class EmbeddingsProxy:
     ) -> Response:
         """Ask upstream for what the cache lacks, store it, and answer the whole batch."""
         try:
-            sent = await upstream.send(self._core.client, self._upstream_request(request, forward))
+            sent = await upstream.send(self._core.client, self._upstream_request(caller, forward))
         except upstream.UpstreamFailure as failure:
             return self._no_answer(batch, failure.status, str(failure))
-        try:
-            answer = await sent.aread()
-        except httpx.HTTPError:
-            return self._no_answer(batch, 502, "The upstream API broke off its answer.")
-        finally:
-            await sent.aclose()
         headers = upstream.response_headers(sent.headers, decoded=True) | batch.headers
+        try:
+            prefix = await upstream.read_prefix(sent, ANSWER_LIMIT)
+        except httpx.HTTPError:
+            await sent.aclose()
+            return self._no_answer(batch, 502, "The upstream API broke off its answer.")
+        if not prefix.whole:
+            if not forward.whole:
+                await sent.aclose()
+                message = "The upstream API's answer is too large to put together."
+                return self._no_answer(batch, 502, message)
+            self._count(batch, sent.status_code, "miss" if rules.lookup else "bypass")
+            return StreamingResponse(
+                upstream.relay_rest(prefix, sent), sent.status_code, headers=headers
+            )
+        await sent.aclose()
+        answer = prefix.head
         if sent.status_code != 200:
             # The upstream's error, as it sent it; the cached items are not served alone.
             self._core.metrics.upstream_error(self.route)
@@ -199,7 +219,7 @@ class EmbeddingsProxy:
             return Response(answer, sent.status_code, headers=headers)
 
         label = "miss" if rules.lookup else "bypass"
-        fresh = wire.read_answer(answer, len(forward.items))
+        fresh = await offload(len(answer), wire.read_answer, answer, len(forward.items))
         if fresh is None:
             if not forward.whole:
                 message = "The upstream API's answer could not be read as embeddings."
@@ -221,12 +241,12 @@ class EmbeddingsProxy:
             media_type="application/json",
         )
 
-    def _upstream_request(self, request: Request, forward: Forward) -> httpx.Request:
+    def _upstream_request(self, caller: Caller, forward: Forward) -> httpx.Request:
         auth = upstream.bearer(self._target.api_key)
         return self._core.client.build_request(
             "POST",
             f"{self._target.base_url}/embeddings",
-            headers=upstream.request_headers(request.headers, auth, decoded=True),
+            headers=upstream.request_headers(caller.headers, auth, decoded=True),
             content=forward.body,
         )
 

@@ -35,11 +35,14 @@ def digest(value: Any) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def namespace(header: str | None, client_key: str | None, tenant: str | None = None) -> str:
-    """The namespace named by the client, tied to the client's API key when kallm forwards
-    client keys, so an answer fetched with one key is never served to another. With a
-    `tenant` (the caller's Kubernetes namespace, known from its pod), the header can only
-    divide the tenant's own space, never name another's."""
+TENANT_PREFIX = "tenant:"
+
+
+def namespace(header: str | None, credential: str | None, tenant: str | None = None) -> str:
+    """The namespace named by the client, tied to the credentials it forwards when kallm
+    forwards them, so an answer fetched with one key is never served to another. With a
+    `tenant` (a client key's, or the caller's Kubernetes namespace known from its pod), the
+    header can only divide the tenant's own space, never name another's."""
     name = DEFAULT_NAMESPACE if header is None else header.strip()
     if not NAMESPACE_PATTERN.fullmatch(name):
         raise InvalidNamespace(
@@ -47,19 +50,20 @@ def namespace(header: str | None, client_key: str | None, tenant: str | None = N
             "starting with a letter or digit."
         )
     if tenant is not None:
-        name = f"k8s:{tenant}/{name}"
-    if client_key is None:
+        name = f"{TENANT_PREFIX}{tenant}/{name}"
+    if credential is None:
         return name
-    return f"{name}@{hashlib.sha256(client_key.encode()).hexdigest()[:16]}"
+    digest = hashlib.sha256(credential.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{name}@{digest[:16]}"
 
 
 def scope(namespace: str) -> str:
     """The tenant a namespace belongs to, whose policy applies to it and whose size share its
     entries count against: the namespace without its key hash, or for a tenant-enclosed
-    namespace (`k8s:<tenant>/<name>`) the tenant."""
+    namespace (`tenant:<tenant>/<name>`) the tenant."""
     name = namespace.split("@", 1)[0]
-    if name.startswith("k8s:"):
-        return name.removeprefix("k8s:").split("/", 1)[0]
+    if name.startswith(TENANT_PREFIX):
+        return name.removeprefix(TENANT_PREFIX).split("/", 1)[0]
     return name
 
 
@@ -67,9 +71,9 @@ def peer(namespace: str, other_scope: str) -> str:
     """The namespace `other_scope` would have for the same caller: same sub-namespace and the
     same key hash, so sharing between tenants never crosses API keys."""
     name, at, key_hash = namespace.partition("@")
-    if name.startswith("k8s:"):
-        sub = name.removeprefix("k8s:").partition("/")[2]
-        name = f"k8s:{other_scope}/{sub}"
+    if name.startswith(TENANT_PREFIX):
+        sub = name.removeprefix(TENANT_PREFIX).partition("/")[2]
+        name = f"{TENANT_PREFIX}{other_scope}/{sub}"
     else:
         name = other_scope
     return name + at + key_hash

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kallm.upstream import BrokenStream
@@ -51,10 +53,39 @@ def _not_a_broken_stream(record: logging.LogRecord) -> bool:
     return not isinstance(error, BrokenStream)
 
 
+class RepeatFilter:
+    """Lets through one warning (or error) of a kind per `interval` seconds: an outage
+    repeats the same failure on every request, and thousands of identical lines bury the one
+    that matters. A kind is the logger and the message's format string; the next line of a
+    kind after its quiet interval says how many were left out. Counters keep counting."""
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._kinds: dict[tuple[str, str], tuple[float, int]] = {}  # kind: (last shown, left out)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        kind = (record.name, str(record.msg))
+        now = self._clock()
+        shown, left_out = self._kinds.get(kind, (-math.inf, 0))
+        if now - shown < self._interval:
+            self._kinds[kind] = (shown, left_out + 1)
+            return False
+        if len(self._kinds) > 1000:  # kinds are format strings, but stay bounded anyway
+            self._kinds.clear()
+        self._kinds[kind] = (now, 0)
+        if left_out:
+            record.msg = f"{record.msg} [{left_out} more like this in the last {now - shown:.0f}s]"
+        return True
+
+
 def configure(json_lines: bool, level: int = logging.INFO) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JSONFormatter() if json_lines else _TextFormatter())
     handler.addFilter(_not_a_broken_stream)
+    handler.addFilter(RepeatFilter())
     for name in ("kallm", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers = [handler]

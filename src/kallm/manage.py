@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
 
+# The header `kallm warm --key-env` sends the client credential in (see admin.py).
+WARM_KEY_HEADER = "x-kallm-warm-key"
 BATCH = 200  # lines a request: progress stays smooth, requests stay small
 
 
@@ -50,17 +53,42 @@ class Client:
             yield from response.iter_lines()
 
 
-def warm(client: Client, path: Path, out: TextIO = sys.stderr) -> dict[str, int]:
-    """Send the file's JSON lines in batches, drawing a progress bar with count and rate."""
+@dataclass
+class Warmed:
+    """What `warm` did: counts, where entries went, and what would keep them from serving."""
+
+    stored: int = 0
+    skipped: int = 0
+    errors: int = 0
+    namespaces: dict[str, int] = field(default_factory=dict)
+    warnings: set[str] = field(default_factory=set)
+
+
+def warm(
+    client: Client,
+    path: Path,
+    target: Mapping[str, str] | None = None,
+    key: str | None = None,
+    out: TextIO = sys.stderr,
+) -> Warmed:
+    """Send the file's JSON lines in batches, drawing a progress bar with count and rate.
+    `target` (namespace, tenant) and `key` (a client's credential) say whom the entries are
+    for; without them each line's own namespace is used."""
     lines = [line for line in path.read_text("utf-8").splitlines() if line.strip()]
-    totals = {"stored": 0, "skipped": 0, "errors": 0}
+    headers = {WARM_KEY_HEADER: key} if key else {}
+    totals = Warmed()
     started = time.monotonic()
     for start in range(0, len(lines), BATCH):
         batch = "\n".join(lines[start : start + BATCH]).encode()
-        result = client.call("POST", "/admin/warm", content=batch).json()
-        totals["stored"] += result["stored"]
-        totals["skipped"] += result["skipped"]
-        totals["errors"] += len(result["errors"])
+        result = client.call(
+            "POST", "/admin/warm", content=batch, params=dict(target or {}), headers=headers
+        ).json()
+        totals.stored += result["stored"]
+        totals.skipped += result["skipped"]
+        totals.errors += len(result["errors"])
+        for name, count in result.get("namespaces", {}).items():
+            totals.namespaces[name] = totals.namespaces.get(name, 0) + count
+        totals.warnings.update(result.get("warnings", []))
         for error in result["errors"]:
             print(f"\nkallm warm: {error}", file=out)
         _bar(min(start + BATCH, len(lines)), len(lines), time.monotonic() - started, out)

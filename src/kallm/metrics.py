@@ -8,6 +8,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from kallm.pricing import token_counts
+
 OUTCOMES = ("hit", "miss", "bypass", "error")
 
 
@@ -90,13 +92,12 @@ class Metrics:
     def candidate(self, similarity: float, accepted: bool) -> None:
         self.similarity.labels("hit" if accepted else "rejected").observe(similarity)
 
-    def hit(self, semantic: bool, model: str, usage: dict[str, Any], usd: float | None) -> None:
+    def hit(self, semantic: bool, model: str, usage: Any, usd: float | None) -> None:
         if semantic:
             self.tally.semantic_hits += 1
         else:
             self.tally.exact_hits += 1
-        prompt = int(usage.get("prompt_tokens") or 0)
-        completion = int(usage.get("completion_tokens") or 0)
+        prompt, completion = token_counts(usage)
         self.tally.saved_prompt_tokens += prompt
         self.tally.saved_completion_tokens += completion
         self.saved_tokens.labels("prompt").inc(prompt)
@@ -120,7 +121,9 @@ class Metrics:
             self.tally.embedding_errors += 1
         self.cache_errors.labels(component).inc()
 
-    def stats(self, entries: int, prices_as_of: str) -> dict[str, Any]:
+    def stats(self, entries: int, prices_as_of: str, detail: bool) -> dict[str, Any]:
+        """The /stats body; the models seen without a price only with `detail` (they come
+        from every tenant's requests)."""
         t = self.tally
         hits = t.exact_hits + t.semantic_hits
         looked_up = hits + t.misses
@@ -143,7 +146,7 @@ class Metrics:
             "estimated_saved_usd": round(t.saved_usd, 6),
             "pricing": {
                 "prices_as_of": prices_as_of,
-                "unpriced_models": sorted(t.unpriced_models),
+                "unpriced_models": sorted(t.unpriced_models) if detail else None,
                 "note": "Tokens of hits on unpriced models are counted, but not in dollars. "
                 "Answers cached from streams without usage carry an estimate (4 characters "
                 "a token).",

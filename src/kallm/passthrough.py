@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from kallm import upstream
+from kallm.admission import Gate
+from kallm.auth import Refused
 
 log = logging.getLogger("kallm")
 
@@ -19,7 +21,8 @@ log = logging.getLogger("kallm")
 class Passthrough:
     """Forwards to `base_url` + the request's path less `strip` (OPENAI_BASE_URL already ends
     in /v1, so /v1/models maps to {base}/models). `auth` is kallm's own key header, if any;
-    `error_body(status, message, kind)` writes kallm's errors in the provider's shape."""
+    `error_body(status, message, kind)` writes kallm's errors in the provider's shape. Every
+    request passes `gate` first (client keys, safe paths, unambiguous credentials)."""
 
     def __init__(
         self,
@@ -27,8 +30,10 @@ class Passthrough:
         base_url: str,
         auth: Mapping[str, str] | None,
         error_body: Callable[[int, str, str], bytes],
+        gate: Gate,
         strip: str = "",
     ) -> None:
+        self._gate = gate
         self._client = client
         self._base_url = base_url
         self._auth = auth
@@ -37,16 +42,33 @@ class Passthrough:
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
-        path = request.url.path.removeprefix(self._strip)
+        own_key = self._auth is not None
+        try:
+            caller = self._gate.admit(request, "passthrough", own_key, cached=False)
+            # The path as received (still percent-encoded), so what was checked is what goes.
+            raw_path = (request.scope.get("raw_path") or request.url.path.encode()).decode(
+                "latin-1"
+            )
+            url = upstream.target_url(self._base_url, raw_path.removeprefix(self._strip))
+        except (Refused, upstream.UnsafePath) as error:
+            status, kind = (
+                (error.status, error.kind)
+                if isinstance(error, Refused)
+                else (400, "invalid_request_error")
+            )
+            self._log(request, status, started)
+            return Response(
+                self._error_body(status, str(error), kind), status, media_type="application/json"
+            )
         has_body = request.method not in {"GET", "HEAD", "DELETE", "OPTIONS"}
         try:
             sent = await upstream.send(
                 self._client,
                 self._client.build_request(
                     request.method,
-                    f"{self._base_url}{path}",
-                    params=upstream.query(request.url.query, own_key=self._auth is not None),
-                    headers=upstream.request_headers(request.headers, self._auth, decoded=False),
+                    url,
+                    params=upstream.query(str(caller.query), own_key=own_key),
+                    headers=upstream.request_headers(caller.headers, self._auth, decoded=False),
                     content=request.stream() if has_body else None,
                 ),
             )

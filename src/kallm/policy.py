@@ -35,10 +35,11 @@ class RequestPolicy:
 
 
 def request_policy(
-    headers: Mapping[str, str], default_threshold: float, default_ttl: float
+    headers: Mapping[str, str], default_threshold: float, default_ttl: float, max_ttl: float
 ) -> RequestPolicy:
     """Cache-Control follows RFC 9111's request directives: `no-cache` means do not answer
-    from the cache (but the fresh answer may be stored), `no-store` means store nothing."""
+    from the cache (but the fresh answer may be stored), `no-store` means store nothing.
+    X-Kallm-TTL asks for a TTL of its own, at most `max_ttl` (KALLM_MAX_TTL)."""
     directives = {
         part.strip().split("=", 1)[0].lower()
         for part in headers.get("cache-control", "").split(",")
@@ -58,6 +59,7 @@ def request_policy(
             raise InvalidPolicyHeader(
                 "X-Kallm-TTL must be a positive number of seconds.", "x-kallm-ttl"
             )
+        ttl = min(ttl, max_ttl)
     return RequestPolicy(
         lookup="no-cache" not in directives,
         store="no-store" not in directives,
@@ -67,6 +69,8 @@ def request_policy(
 
 
 def _number(raw: str, header: str) -> float:
+    if len(raw) > 64:  # no number worth reading is longer
+        raise InvalidPolicyHeader(f"{header} must be a number.", header)
     try:
         value = float(raw)
     except ValueError:

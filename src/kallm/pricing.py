@@ -33,10 +33,25 @@ class PriceTable:
         prefixes = [name for name in self._prices if model.startswith(name + "-")]
         return self._prices[max(prefixes, key=len)] if prefixes else None
 
-    def cost(self, model: str, usage: dict[str, Any]) -> float | None:
+    def cost(self, model: str, usage: Any) -> float | None:
         price = self.price(model)
         if price is None:
             return None
-        prompt = usage.get("prompt_tokens") or usage.get("input_tokens") or 0
-        completion = usage.get("completion_tokens") or usage.get("output_tokens") or 0
+        prompt, completion = token_counts(usage)
         return (prompt * price.input + completion * price.output) / 1_000_000
+
+
+def token_counts(usage: Any) -> tuple[int, int]:
+    """(prompt, completion) tokens of a stored usage; a count that is not a sane integer
+    (a string, a negative or astronomical number: whatever an upstream sent) counts 0."""
+    if not isinstance(usage, dict):
+        return 0, 0
+
+    def count(*names: str) -> int:
+        for name in names:
+            value = usage.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**12:
+                return value
+        return 0
+
+    return count("prompt_tokens", "input_tokens"), count("completion_tokens", "output_tokens")

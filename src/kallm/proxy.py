@@ -7,29 +7,34 @@ it had missed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from kallm import keys, policy, upstream
+from kallm.admission import Gate
+from kallm.auth import Refused
 from kallm.embedders.base import Embedder
 from kallm.match.matcher import Candidate, Matcher
 from kallm.metrics import Metrics
 from kallm.policies import Policy, PolicyBook
 from kallm.pricing import PriceTable
-from kallm.providers.base import Call, InvalidRequest, Provider, Upstream
+from kallm.providers.base import Call, InvalidRequest, Provider, Upstream, check_value
 from kallm.settings import Settings
 from kallm.sse import SSEParser
 from kallm.storage.base import Entry, Store, Vector
 
+P = ParamSpec("P")
+T = TypeVar("T")
 NO_POLICY = Policy()  # a namespace without a policy keeps kallm's settings
 log = logging.getLogger("kallm")
 
@@ -66,17 +71,7 @@ class Core:
     metrics: Metrics
     prices: PriceTable
     policies: PolicyBook
-    pod_namespace: Callable[[str], str | None] | None = None
-
-    def namespace(self, request: Request, client_key: str | None) -> str:
-        """The caller's namespace (raises keys.InvalidNamespace). With pod-IP mapping, the
-        caller's Kubernetes namespace encloses it; a caller kallm cannot place gets a
-        namespace of its own address, shared with nobody."""
-        tenant = None
-        if self.pod_namespace is not None:
-            host = request.client.host if request.client else "unknown"
-            tenant = self.pod_namespace(host) or f"unknown-pod-{host}"
-        return keys.namespace(request.headers.get("x-kallm-namespace"), client_key, tenant)
+    gate: Gate
 
     def shared_with(self, namespace: str, local: Policy) -> list[str]:
         """Where a request looks after its own namespace: when its policy shares, the
@@ -88,9 +83,20 @@ class Core:
 
     def cache_failed(self, component: str) -> None:
         """Count and log a cache failure the request survives. Called inside `except`: one
-        line with the error, not a traceback per request."""
+        line with the error, not a traceback per request (and during an outage, one line an
+        interval: logs.configure)."""
         self.metrics.cache_error(component)
         log.warning("cache %s failed (%r); answering without it", component, sys.exc_info()[1])
+
+    def ttl_rules(self, headers: Mapping[str, str], local: Policy) -> policy.RequestPolicy:
+        """This request's rules: its headers within its namespace's policy and kallm's
+        settings (raises policy.InvalidPolicyHeader)."""
+        return policy.request_policy(
+            headers,
+            _first(local.similarity_threshold, self.decision.threshold),
+            _first(local.ttl, self.settings.cache_ttl),
+            self.settings.ttl_limit,
+        )
 
 
 class CacheProxy:
@@ -110,45 +116,49 @@ class CacheProxy:
         self._policies = core.policies
         self._core = core
         self.route = provider.route
+        # Whether callers' credentials go upstream (and so divide the cache).
+        self.forwards_credentials = target.api_key is None
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
+        provider = self._provider
+        try:
+            caller = self._core.gate.admit(request, self.route, self._target.api_key is not None)
+        except Refused as refused:
+            return self._invalid(started, refused.status, str(refused), refused.kind)
+        assert caller.namespace is not None
+        namespace = caller.namespace
         body = await upstream.read_limited(request.stream(), self._settings.max_body_size)
         if body is None:
             return self._invalid(
                 started, 413, "The request body is too large.", "request_too_large"
             )
-        call = Call(
-            body, request.url.path, request.path_params, request.query_params, request.headers
-        )
-        provider = self._provider
+        call = Call(body, request.url.path, request.path_params, caller.query, caller.headers)
+        local = self._policies.get(keys.scope(namespace)) or NO_POLICY
         try:
-            payload = provider.parse(call)
-            client_key = None if self._target.api_key else provider.client_key(call)
-            namespace = self._core.namespace(request, client_key)
-            local = self._policies.get(keys.scope(namespace)) or NO_POLICY
-            rules = policy.request_policy(
-                request.headers,
-                _first(local.similarity_threshold, self._decision.threshold),
-                _first(local.ttl, self._settings.cache_ttl),
+            rules = self._core.ttl_rules(request.headers, local)
+            others = self._core.shared_with(namespace, local) if rules.lookup else []
+            payload, looked_in = await offload(
+                len(body), self._understand, call, [namespace, *others]
             )
-        except (InvalidRequest, policy.InvalidPolicyHeader, keys.InvalidNamespace) as error:
+            caller.check_model(payload["model"])
+        except (InvalidRequest, policy.InvalidPolicyHeader) as error:
             return self._invalid(started, 400, str(error), "invalid_request_error")
+        except Refused as refused:
+            return self._invalid(started, refused.status, str(refused), refused.kind)
         if local.bypasses(self.route, payload["model"], request.headers):
             rules = replace(rules, lookup=False, store=False)
         min_probability = _first(local.verifier_threshold, self._decision.min_probability)
 
-        parts = provider.key_parts(payload)
-        others = self._core.shared_with(namespace, local) if rules.lookup else []
-        looked_in = keys.cache_keys(
-            [namespace, *others], self.route, parts.context, parts.final, parts.text
-        )
         key = looked_in[0]
         found = Lookup()
         if rules.lookup:
             found = await self._lookup(looked_in, rules.threshold, min_probability)
         if found.hit is not None:
-            return await self._replay(payload, found, started)
+            replayed = await self._replay(payload, found, started)
+            if replayed is not None:
+                return replayed
+            found = Lookup(vector=found.vector)  # a broken entry: answer from upstream
 
         outcome = "MISS" if rules.lookup else "BYPASS"
         try:
@@ -171,17 +181,36 @@ class CacheProxy:
                 headers=headers,
             )
         try:
-            answer = await sent.aread()
+            answer = await upstream.read_prefix(sent, self._settings.max_answer_size)
         except httpx.HTTPError:
+            await sent.aclose()
             message = "The upstream API broke off its answer."
             return self._no_answer(started, 502, message, outcome, namespace)
-        finally:
-            await sent.aclose()
-        if commit is not None and (parsed := provider.parse_answer(answer)) is not None:
-            await commit.store(parsed)
         similarity = found.nearest.similarity if found.nearest else None
+        if not answer.whole:
+            # Too large to cache: relayed as it comes, never held whole in memory.
+            self._count(outcome, started, sent.status_code, similarity, namespace)
+            return StreamingResponse(
+                upstream.relay_rest(answer, sent), sent.status_code, headers=headers
+            )
+        await sent.aclose()
+        if commit is not None:
+            parsed = await offload(len(answer.head), provider.parse_answer, answer.head)
+            if parsed is not None:
+                await commit.store(parsed)
         self._count(outcome, started, sent.status_code, similarity, namespace)
-        return Response(answer, sent.status_code, headers=headers)
+        return Response(answer.head, sent.status_code, headers=headers)
+
+    def _understand(
+        self, call: Call, namespaces: list[str]
+    ) -> tuple[dict[str, Any], list[keys.CacheKey]]:
+        """The parsed request and its key in each namespace it may be served from; raises
+        InvalidRequest. Pure CPU work, proportional to the body (see `offload`)."""
+        payload = self._provider.parse(call)
+        parts = self._provider.key_parts(payload)
+        return payload, keys.cache_keys(
+            namespaces, self.route, parts.context, parts.final, parts.text
+        )
 
     async def _lookup(
         self, looked_in: list[keys.CacheKey], threshold: float, min_probability: float
@@ -227,31 +256,43 @@ class CacheProxy:
             self._core.cache_failed("embedder")
             return None
 
-    async def _replay(self, payload: dict[str, Any], found: Lookup, started: float) -> Response:
+    async def _replay(
+        self, payload: dict[str, Any], found: Lookup, started: float
+    ) -> Response | None:
+        """The cached answer, rebuilt for this request; None when the stored entry cannot be
+        replayed (then it is dropped, and the request goes upstream)."""
         assert found.hit is not None
         entry, similarity = found.hit.entry, found.hit.similarity
+        provider = self._provider
+        stream = provider.wants_stream(payload)
+        try:
+            if stream:
+                chunks = list(provider.replay_stream(payload, entry.response))
+            else:
+                content = provider.replay_json(payload, entry.response)
+        except Exception:
+            log.warning("a cached entry could not be replayed (%r); dropped", sys.exc_info()[1])
+            try:
+                await self._store.delete(entry.id)
+            except Exception:
+                self._core.cache_failed("store")
+            return None
         try:
             await self._store.record_hit(entry, time.time())
         except Exception:
             self._core.cache_failed("store")
-        usage = entry.extra.get("usage") or {}
+        usage = entry.extra.get("usage")
         self._metrics.hit(
             not found.exact, entry.model, usage, self._prices.cost(entry.model, usage)
         )
         headers = _match_headers("HIT", found.hit, accepted=True)
         self._log(started, 200, "hit", similarity, entry.namespace)
         self._metrics.request(self.route, "hit", time.perf_counter() - started)
-        if self._provider.wants_stream(payload):
+        if stream:
             return StreamingResponse(
-                _iterate(self._provider.replay_stream(payload, entry.response)),
-                media_type="text/event-stream",
-                headers=headers,
+                _iterate(chunks), media_type="text/event-stream", headers=headers
             )
-        return Response(
-            self._provider.replay_json(payload, entry.response),
-            media_type="application/json",
-            headers=headers,
-        )
+        return Response(content, media_type="application/json", headers=headers)
 
     async def _relay(
         self,
@@ -261,18 +302,19 @@ class CacheProxy:
         outcome: str,
         namespace: str,
     ) -> AsyncIterator[bytes]:
-        """Forward each piece of the upstream stream as it arrives, recording on the side."""
-        parser = SSEParser()
-        recorder = self._provider.recorder()
+        """Forward each piece of the upstream stream as it arrives, recording on the side.
+        Recording stops, and nothing is stored, once the answer passes KALLM_MAX_ANSWER_SIZE
+        or holds what the provider module cannot read: the client still gets every byte."""
+        recording = _Recording(self._provider, self._settings.max_answer_size) if commit else None
         try:
             async for piece in sent.aiter_bytes():
-                for data in parser.feed(piece):
-                    recorder.add(data)
-                answer = recorder.answer()
-                if commit is not None and answer is not None:
-                    # Store before the client sees the end, so its next request can hit.
-                    await commit.store(answer)
-                    commit = None
+                if recording is not None and commit is not None:
+                    answer = recording.feed(piece)
+                    if answer is not None:
+                        # Store before the client sees the end, so its next request can hit.
+                        await commit.store(answer)
+                    if answer is not None or recording.stopped:
+                        recording = None
                 yield piece
         except httpx.HTTPError as error:
             # The upstream broke off: break the client's stream too, rather than end it
@@ -293,8 +335,16 @@ class CacheProxy:
         ttl: float,
         answer: dict[str, Any],
     ) -> bool:
-        """Store a whole answer; whether it was stored (the store may be down)."""
-        if not self._provider.is_cacheable(answer):
+        """Store a whole answer; whether it was stored (the store may be down). An answer
+        the provider module does not fully understand is not stored."""
+        try:
+            check_value(answer)
+            cacheable = self._provider.is_cacheable(answer)
+            usage = self._provider.usage(payload, answer)
+        except Exception:
+            log.warning("an upstream answer was not understood (%r)", sys.exc_info()[1])
+            return False
+        if not cacheable:
             return False
         if key.text is not None and vector is None:
             # Without a vector (the embedder failed) the entry still serves exact repeats.
@@ -315,7 +365,7 @@ class CacheProxy:
             created=now,
             expires=now + ttl,
             extra={
-                "usage": self._provider.usage(payload, answer),
+                "usage": usage,
                 # What identifies the request, so an export can be warmed back in.
                 "route": self.route,
                 "request": self._provider.keyed_request(payload),
@@ -393,6 +443,44 @@ class CacheProxy:
         if similarity is not None:
             fields["similarity"] = round(similarity, 4)
         log.info("request", extra={"fields": fields})
+
+
+class _Recording:
+    """An answer being rebuilt from a stream as it passes through. `feed` returns the whole
+    answer once the stream has given it; `stopped` once it never will (too large, or events
+    the recorder cannot read)."""
+
+    def __init__(self, provider: Provider, limit: int) -> None:
+        self._parser = SSEParser()
+        self._recorder = provider.recorder()
+        self._left = limit
+        self.stopped = False
+
+    def feed(self, piece: bytes) -> dict[str, Any] | None:
+        self._left -= len(piece)
+        if self._left < 0:
+            self.stopped = True
+            return None
+        try:
+            for data in self._parser.feed(piece):
+                self._recorder.add(data)
+            return self._recorder.answer()
+        except Exception:
+            log.warning("an upstream stream was not understood (%r)", sys.exc_info()[1])
+            self.stopped = True
+            return None
+
+
+# Bodies up to this size are parsed and keyed on the event loop (a thread hop costs more);
+# larger ones in a worker thread, so one large request never stalls the others.
+OFFLOAD_BYTES = 64 * 1024
+
+
+async def offload(size: int, work: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """`work(*args)`, on the event loop for small inputs, in a thread for large ones."""
+    if size <= OFFLOAD_BYTES:
+        return work(*args, **kwargs)
+    return await asyncio.to_thread(work, *args, **kwargs)
 
 
 @dataclass

@@ -6,6 +6,7 @@ matching `kallm serve` flag. Invalid values fail at start with the variable's na
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from pathlib import Path
@@ -194,6 +195,37 @@ def redact_url(url: str) -> str:
     return f"{scheme}://{authority}{slash}{path}"
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def open_relay(settings: Settings) -> str | None:
+    """Why these settings would let anyone who reaches kallm spend its provider keys, or
+    None. Loopback-only listeners, client keys, pod-IP identity, or an explicit
+    KALLM_INSECURE_OPEN_RELAY make it safe to start."""
+    if (
+        not settings.own_keys
+        or is_loopback(settings.host)
+        or settings.client_keys is not None
+        or settings.client_keys_file is not None
+        or settings.namespace_from_pod_ip
+        or settings.insecure_open_relay
+    ):
+        return None
+    return (
+        f"kallm holds a provider key and listens on {settings.host} without client "
+        "authentication: anyone who reaches the port would spend the key and could read "
+        "any namespace. Set KALLM_CLIENT_KEYS=tenant:key (or KALLM_CLIENT_KEYS_FILE), use "
+        "KALLM_NAMESPACE_FROM_POD_IP in Kubernetes, listen on 127.0.0.1 (KALLM_HOST), or "
+        "accept the risk with KALLM_INSECURE_OPEN_RELAY=true"
+    )
+
+
 class SettingsError(Exception):
     """A setting is invalid; the message names its environment variable."""
 
@@ -219,6 +251,8 @@ def load_settings(**overrides: Any) -> Settings:
             f"KALLM_EMBEDDING_MODEL: unknown model {settings.embedding_model!r}; use "
             f"{DEFAULT_LOCAL_MODEL} (local), openai:<model> or text-embedding-*"
         )
+    if (problem := open_relay(settings)) is not None:
+        raise SettingsError(problem)
     if settings.remote_embedding_model and not settings.openai_api_key:
         raise SettingsError(
             f"KALLM_EMBEDDING_MODEL={settings.embedding_model} uses the upstream embeddings API, "

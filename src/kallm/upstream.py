@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from urllib.parse import unquote
 
 import httpx
 
@@ -21,9 +24,68 @@ HOP_BY_HOP = frozenset(
     }
 )
 _NOT_FORWARDED = HOP_BY_HOP | {"host", "content-length"}
-# Where clients put API keys (OpenAI, Azure, Anthropic, Gemini): all dropped when kallm uses
-# its own key, so a client's key never travels beside kallm's.
-CLIENT_KEY_HEADERS = frozenset({"authorization", "api-key", "x-api-key", "x-goog-api-key"})
+# Headers that carry a caller's credentials: where OpenAI, Azure, Anthropic and Gemini
+# clients put keys, cookies, and any header whose name says key, token, secret... (a
+# gateway's subscription key, a session). When kallm uses its own key they are all dropped,
+# so nothing of the caller's travels beside kallm's key; when it forwards them, all of them
+# divide the cache (auth.credentials).
+CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "api-key", "x-api-key", "x-goog-api-key", "cookie"}
+)
+_CREDENTIAL_WORDS = re.compile(
+    r"key|token|auth|secret|cookie|session|credential|signature|password|passwd|subscription"
+)
+# Names that match a word above but carry no credential (SDKs send a fresh one per call).
+_NOT_CREDENTIALS = frozenset({"idempotency-key", "x-idempotency-key"})
+# Query parameters that carry credentials: Gemini's `key`, OAuth's `access_token`, signed
+# URLs' `sig`/`signature`, and the like.
+_CREDENTIAL_PARAM = re.compile(r"key|token|auth|secret|sig|password|session|credential")
+
+
+def is_credential_header(name: str) -> bool:
+    """Whether a header (lower-case name) carries a credential of the caller's."""
+    if name in CREDENTIAL_HEADERS:
+        return True
+    return (
+        not name.startswith("x-kallm-")
+        and name not in _NOT_CREDENTIALS
+        and _CREDENTIAL_WORDS.search(name) is not None
+    )
+
+
+def is_credential_param(name: str) -> bool:
+    return _CREDENTIAL_PARAM.search(name.lower()) is not None
+
+
+class UnsafePath(ValueError):
+    """A request path that could leave the upstream's base path."""
+
+
+def check_path(raw_path: bytes) -> None:
+    """Refuse a path with a dot segment or an encoded slash or backslash, encoded once or
+    more: after decoding, upstream or a proxy before it could resolve it outside the base
+    URL kallm's key is meant for."""
+    path = raw_path.decode("latin-1")
+    for segment in path.split("/"):
+        decoded = segment
+        for _ in range(3):  # %252e%252e is ".." to a server that decodes twice
+            decoded = unquote(decoded, encoding="latin-1")
+        if decoded in {".", ".."} or any(c in decoded for c in "/\\\0"):
+            raise UnsafePath("The request path has a dot segment or an encoded separator.")
+
+
+def target_url(base_url: str, path: str) -> httpx.URL:
+    """`base_url` + `path` (as received, still percent-encoded), checked to stay under the
+    base URL: a key for `base_url` never goes anywhere else."""
+    check_path(path.encode("latin-1"))
+    base = httpx.URL(base_url)
+    url = httpx.URL(base_url + path)
+    prefix = base.raw_path.rstrip(b"/") + b"/"
+    if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port) or not (
+        url.raw_path == base.raw_path or url.raw_path.startswith(prefix)
+    ):
+        raise UnsafePath("The request path leaves the upstream's base URL.")
+    return url
 
 
 class UpstreamFailure(Exception):
@@ -55,7 +117,7 @@ def request_headers(
         if name not in _NOT_FORWARDED
         and not name.startswith("x-kallm-")
         and (name != "cache-control" or not decoded)
-        and (auth is None or name not in CLIENT_KEY_HEADERS)
+        and (auth is None or not is_credential_header(name))
     }
     if auth is not None:
         out.update(auth)
@@ -65,16 +127,20 @@ def request_headers(
 
 
 def query(raw: str, own_key: bool) -> httpx.QueryParams:
-    """A client's query string to send upstream, less its `?key=` (how Gemini clients may
-    send a key) when kallm sends its own key."""
+    """A client's query string to send upstream, less its credentials (Gemini's `?key=`,
+    an `access_token`...) when kallm sends its own key."""
     params = httpx.QueryParams(raw)
-    return params.remove("key") if own_key else params
+    if own_key:
+        for name in {name for name in params if is_credential_param(name)}:
+            params = params.remove(name)
+    return params
 
 
 def response_headers(headers: httpx.Headers, *, decoded: bool) -> dict[str, str]:
     """Upstream headers to send to the client; lengths and encodings change when the body was
     decoded or re-framed."""
-    dropped = _NOT_FORWARDED | ({"content-encoding"} if decoded else set())
+    # The ASGI server writes its own Date; the upstream's would make two.
+    dropped = _NOT_FORWARDED | {"date"} | ({"content-encoding"} if decoded else set())
     return {name: value for name, value in headers.items() if name.lower() not in dropped}
 
 
@@ -84,12 +150,59 @@ async def send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Respo
         return await client.send(request, stream=True)
     except httpx.TimeoutException as error:
         raise UpstreamFailure(
-            504, f"The upstream API did not answer in time ({type(error).__name__})."
+            504,
+            f"The upstream API at {origin(request.url)} did not answer in time "
+            f"({type(error).__name__}).",
         ) from None
     except httpx.HTTPError as error:
         raise UpstreamFailure(
-            502, f"The upstream API could not be reached ({type(error).__name__})."
+            502,
+            f"The upstream API at {origin(request.url)} could not be reached "
+            f"({type(error).__name__}).",
         ) from None
+
+
+def origin(url: httpx.URL) -> str:
+    """Scheme, host and port: which upstream, never its credentials or path."""
+    return f"{url.scheme}://{url.host}" + (f":{url.port}" if url.port else "")
+
+
+@dataclass
+class Prefix:
+    """The start of an upstream body: all of it (`whole`), or its first pieces and the
+    iterator holding the rest."""
+
+    head: bytes
+    whole: bool
+    rest: AsyncIterator[bytes] | None = None
+
+
+async def read_prefix(response: httpx.Response, limit: int) -> Prefix:
+    """The body if it is at most `limit` bytes, else the pieces read so far and the rest to
+    relay (raises httpx.HTTPError when the upstream breaks off)."""
+    pieces: list[bytes] = []
+    size = 0
+    stream = response.aiter_bytes().__aiter__()
+    async for piece in stream:
+        pieces.append(piece)
+        size += len(piece)
+        if size > limit:
+            return Prefix(b"".join(pieces), whole=False, rest=stream)
+    return Prefix(b"".join(pieces), whole=True)
+
+
+async def relay_rest(prefix: Prefix, response: httpx.Response) -> AsyncIterator[bytes]:
+    """A body too large to hold: what was read, then the rest as it comes."""
+    try:
+        yield prefix.head
+        if prefix.rest is not None:
+            try:
+                async for piece in prefix.rest:
+                    yield piece
+            except httpx.HTTPError as error:
+                raise BrokenStream from error
+    finally:
+        await response.aclose()
 
 
 async def read_limited(stream: AsyncIterator[bytes], limit: int) -> bytes | None:

@@ -295,7 +295,7 @@ def client_for(
         policies=policies or PolicyBook(),
     )
     settings.setdefault("openai_api_key", "sk-kallm")
-    config = load_settings(openai_base_url="http://upstream.test/v1", **settings)
+    config = load_settings(openai_base_url="http://upstream.test/v1", host="127.0.0.1", **settings)
     return TestClient(create_app(config, parts))
 
 

@@ -58,7 +58,9 @@ def client_for(parts, calls):
         return httpx.Response(200, json=ANSWER)
 
     parts.transport = httpx.MockTransport(upstream)
-    settings = load_settings(openai_base_url="http://upstream.test/v1", openai_api_key="sk-test")
+    settings = load_settings(
+        openai_base_url="http://upstream.test/v1", openai_api_key="sk-test", host="127.0.0.1"
+    )
     return TestClient(create_app(settings, parts))
 
 

@@ -107,7 +107,10 @@ def client(book):
         return httpx.Response(200, json={**completion, "model": "gpt-4o-mini"})
 
     settings = load_settings(
-        openai_base_url="http://upstream.test/v1", openai_api_key="sk-test", verifier=False
+        openai_base_url="http://upstream.test/v1",
+        openai_api_key="sk-test",
+        verifier=False,
+        host="127.0.0.1",
     )
     parts = Parts(embedder=Embedder(), transport=httpx.MockTransport(upstream), policies=book)
     with TestClient(create_app(settings, parts)) as test_client:

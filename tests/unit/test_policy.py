@@ -6,7 +6,7 @@ from kallm.policy import InvalidPolicyHeader, accept, choose, request_policy
 
 
 def test_defaults():
-    rules = request_policy({}, 0.95, 60)
+    rules = request_policy({}, 0.95, 60, 3600)
     assert (rules.lookup, rules.store, rules.threshold, rules.ttl) == (True, True, 0.95, 60)
 
 
@@ -21,12 +21,12 @@ def test_defaults():
     ],
 )
 def test_cache_control(header, lookup, store):
-    rules = request_policy({"cache-control": header}, 0.95, 60)
+    rules = request_policy({"cache-control": header}, 0.95, 60, 3600)
     assert (rules.lookup, rules.store) == (lookup, store)
 
 
 def test_overrides():
-    rules = request_policy({"x-kallm-threshold": "0.8", "x-kallm-ttl": "5"}, 0.95, 60)
+    rules = request_policy({"x-kallm-threshold": "0.8", "x-kallm-ttl": "5"}, 0.95, 60, 3600)
     assert (rules.threshold, rules.ttl) == (0.8, 5)
 
 
@@ -43,7 +43,7 @@ def test_overrides():
 )
 def test_invalid_overrides(headers):
     with pytest.raises(InvalidPolicyHeader):
-        request_policy(headers, 0.95, 60)
+        request_policy(headers, 0.95, 60, 3600)
 
 
 def test_accept_needs_the_similarity_and_the_verifier():

@@ -71,6 +71,7 @@ def test_invalid_values_name_the_variable(monkeypatch, variable, value):
 
 
 def test_remote_embeddings_need_a_key(monkeypatch):
+    monkeypatch.setenv("KALLM_HOST", "127.0.0.1")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("KALLM_EMBEDDING_MODEL", "text-embedding-3-small")
     with pytest.raises(SettingsError, match="OPENAI_API_KEY"):
@@ -82,5 +83,6 @@ def test_remote_embeddings_need_a_key(monkeypatch):
 
 
 def test_the_key_never_shows_in_reprs_or_errors(monkeypatch):
+    monkeypatch.setenv("KALLM_HOST", "127.0.0.1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret")
     assert "sk-very-secret" not in repr(load_settings())

@@ -18,6 +18,10 @@ from kallm.storage.base import Vector
 
 NAME = "all-MiniLM-L6-v2"
 WINDOW = 256  # word pieces the model reads; the rest of a text is not seen
+# No text longer than this fits the window: each word piece covers at most 100 characters
+# (longer words become one [UNK]) and one separator. Longer texts are not even tokenized,
+# which would take seconds for megabytes while holding the GIL.
+MAX_CHARS = WINDOW * 101
 
 
 class LocalEmbedder:
