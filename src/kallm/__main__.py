@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,18 @@ SETTING_HELP = {
     "namespace_from_pod_ip": "take the namespace from the client's pod, not a header (false)",
     "shutdown_delay": "seconds /ready is 503 before kallm stops accepting on SIGTERM (0)",
     "shutdown_grace": "seconds requests in flight may take to finish on SIGTERM (25)",
+    "max_header_size": "largest request line and headers in bytes; more gets 431 (65536)",
+    "header_timeout": "seconds a connection has to send a whole request head (10s)",
+    "keepalive_timeout": "seconds an idle keep-alive connection is kept open (15s)",
+    "max_connections": "most client connections; idle ones are closed first to make room (1000)",
+    "client_keys_file": "JSON file of client keys, each with a tenant and optionally allowed "
+    "models and routes (KALLM_CLIENT_KEYS holds tenant:key pairs, from the environment only)",
+    "insecure_open_relay": "let callers without a client key spend kallm's provider keys on "
+    "a non-loopback address (false)",
+    "max_ttl": "longest TTL a request (X-Kallm-TTL) or a warmed entry may ask for "
+    "(default: the cache TTL)",
+    "max_answer_size": "largest answer in bytes kallm caches; larger ones are relayed "
+    "(default 2097152)",
 }
 
 
@@ -50,11 +63,14 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the proxy. Every flag has an environment variable; flags win. "
         "OPENAI_API_KEY, ANTHROPIC_API_KEY and GEMINI_API_KEY are read from the environment "
         "only, so they never show in a process list: when one is set, kallm uses it upstream "
-        "for that provider; when unset, it forwards each client's own key.",
+        "for that provider; when unset, it forwards each client's own key. KALLM_CLIENT_KEYS "
+        "(tenant:key pairs, environment only) makes callers present a kallm key, as their API "
+        "key or in X-Kallm-Key; with a provider key, kallm refuses to listen on a "
+        "non-loopback address without client keys, pod-IP identity or --insecure-open-relay.",
     )
     for name, text in SETTING_HELP.items():
         flag = "--" + name.replace("_", "-")
-        if name in {"log_json", "watch_policies", "namespace_from_pod_ip"}:
+        if name in {"log_json", "watch_policies", "namespace_from_pod_ip", "insecure_open_relay"}:
             serve.add_argument(
                 flag, action="store_const", const=True, help=f"{text} [{ENV_NAMES[name]}]"
             )
@@ -156,6 +172,18 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--token", help="its admin token [KALLM_ADMIN_TOKEN]")
         if name == "warm":
             command.add_argument("file", type=Path, metavar="FILE", help="JSON lines")
+            command.add_argument(
+                "--namespace", help="store into this namespace (as X-Kallm-Namespace names it)"
+            )
+            command.add_argument(
+                "--tenant", help="for this tenant (a client key's tenant, or a pod's namespace)"
+            )
+            command.add_argument(
+                "--key-env",
+                metavar="VAR",
+                help="for callers presenting the API key in environment variable VAR, when "
+                "kallm forwards client keys (a key never goes on the command line)",
+            )
         else:
             command.add_argument("--namespace", help="only this namespace")
         if name == "entries":
@@ -177,11 +205,18 @@ def _manage(args: argparse.Namespace) -> None:
     try:
         with manage.Client(args.url or defaults.url, token) as client:
             if args.command == "warm":
-                totals = manage.warm(client, args.file)
-                print(
-                    f"stored {totals['stored']}, skipped {totals['skipped']}, "
-                    f"errors {totals['errors']}"
-                )
+                target = {"namespace": args.namespace, "tenant": args.tenant}
+                key = None
+                if args.key_env is not None:
+                    key = os.environ.get(args.key_env)
+                    if not key:
+                        raise manage.ManageError(f"--key-env: {args.key_env} is not set")
+                totals = manage.warm(client, args.file, {k: v for k, v in target.items() if v}, key)
+                print(f"stored {totals.stored}, skipped {totals.skipped}, errors {totals.errors}")
+                for name, count in sorted(totals.namespaces.items()):
+                    print(f"  {count} into namespace {name}")
+                for warning in sorted(totals.warnings):
+                    print(f"kallm warm: warning: {warning}", file=sys.stderr)
             elif args.command == "export":
                 count = manage.export(client, args.namespace)
                 print(f"kallm: exported {count} entries", file=sys.stderr)
@@ -210,9 +245,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             settings = load_settings(**overrides)
         except SettingsError as error:
             sys.exit(f"kallm: {error}")
+        from kallm.auth import ClientKeysError
         from kallm.server import serve
 
-        serve(settings)
+        try:
+            serve(settings)
+        except ClientKeysError as error:
+            sys.exit(f"kallm: {error}")
     elif args.command in {"warm", "export", "entries", "clear"}:
         _manage(args)
     elif args.command == "demo":

@@ -113,6 +113,8 @@ class Admin:
             if kept:
                 stored += 1
                 places[namespace] = places.get(namespace, 0) + 1
+                if proxy.forwards_credentials and "@" not in namespace:
+                    unreachable.add(proxy.route)
             else:
                 skipped += 1
         return JSONResponse(

@@ -210,7 +210,7 @@ def authenticate(clients: ClientKeys, presented: Presented) -> tuple[Client, Pre
             raise Refused(401, "The kallm key in X-Kallm-Key is not valid.", "authentication_error")
         return client, presented
     for name in PROVIDER_KEY_HEADERS:
-        if name in headers and (client := clients.find(_bare(headers[name]))):
+        if name in headers and (client := clients.find(bare_key(headers[name]))):
             return client, presented.without(name, None)
     key = dict(presented.query).get("key")
     if key is not None and (client := clients.find(key)):
@@ -227,14 +227,14 @@ def credentials(presented: Presented) -> str | None:
     string, or None. When kallm forwards callers' credentials, this joins the namespace, so
     an answer fetched with one is served only to callers presenting the same ones."""
     values = {
-        _bare(value) for name, value in presented.headers if upstream.is_credential_header(name)
+        bare_key(value) for name, value in presented.headers if upstream.is_credential_header(name)
     }
     values |= {value for name, value in presented.query if upstream.is_credential_param(name)}
     values.discard("")
     return "\n".join(sorted(values)) if values else None
 
 
-def _bare(value: str) -> str:
+def bare_key(value: str) -> str:
     """A key without its auth scheme: `Bearer sk-1` and `x-api-key: sk-1` are one key."""
     scheme, sep, rest = value.strip().partition(" ")
     return rest.strip() if sep and scheme.lower() == "bearer" else value.strip()

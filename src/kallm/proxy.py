@@ -266,6 +266,8 @@ class CacheProxy:
         provider = self._provider
         stream = provider.wants_stream(payload)
         try:
+            if not provider.is_cacheable(entry.response):
+                raise ValueError("the stored answer is not one kallm would have cached")
             if stream:
                 chunks = list(provider.replay_stream(payload, entry.response))
             else:

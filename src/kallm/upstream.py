@@ -154,7 +154,7 @@ async def send(client: httpx.AsyncClient, request: httpx.Request) -> httpx.Respo
             f"The upstream API at {origin(request.url)} did not answer in time "
             f"({type(error).__name__}).",
         ) from None
-    except httpx.HTTPError as error:
+    except Exception as error:  # httpx.HTTPError, or a transport refusing the request
         raise UpstreamFailure(
             502,
             f"The upstream API at {origin(request.url)} could not be reached "

@@ -136,7 +136,8 @@ def test_invalid_namespaces_are_refused(bad):
 def test_a_tenant_from_the_cluster_encloses_the_header():
     assert keys.namespace("team-b", None, tenant="team-a") == "tenant:team-a/team-b"
     assert keys.namespace(None, None, tenant="team-a") == "tenant:team-a/default"
-    assert keys.namespace("tenant:team-b/default", None, tenant="team-a").startswith("tenant:team-a/")
+    enclosed = keys.namespace("tenant:team-b/default", None, tenant="team-a")
+    assert enclosed.startswith("tenant:team-a/")
 
 
 def test_the_scope_of_a_namespace_is_its_tenant():

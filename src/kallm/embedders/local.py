@@ -18,10 +18,10 @@ from kallm.storage.base import Vector
 
 NAME = "all-MiniLM-L6-v2"
 WINDOW = 256  # word pieces the model reads; the rest of a text is not seen
-# No text longer than this fits the window: each word piece covers at most 100 characters
-# (longer words become one [UNK]) and one separator. Longer texts are not even tokenized,
-# which would take seconds for megabytes while holding the GIL.
-MAX_CHARS = WINDOW * 101
+# Texts of more words than the window, or more characters than this outside whitespace, are
+# too long to embed (a word piece covers at most 100 characters; a longer word is one
+# [UNK]), and are not even tokenized: the tokenizer holds the GIL, for seconds on megabytes.
+MAX_CHARS = WINDOW * 100
 
 
 class LocalEmbedder:
@@ -48,6 +48,9 @@ class LocalEmbedder:
     def embed_sync(self, text: str) -> Vector | None:
         """The text's vector, or None when it is longer than the model's window: two texts
         that agree on their first 256 word pieces would embed alike however they end."""
+        words = text.split(maxsplit=WINDOW)  # stops after the window's worth of words
+        if len(words) > WINDOW or sum(map(len, words)) > MAX_CHARS:
+            return None
         encoding = self._tokenizer.encode(text)
         if encoding.overflowing:
             return None
