@@ -34,6 +34,9 @@ VALUE_SETS = {
         "--set", "openai.apiKey=sk-test",
         "--set", "adminToken.value=admin-test",
         "--set", "backendSecret.url=redis://:pw@redis:6379/0",
+        "--set", "clientAuth.keys=team-a:sk-a",
+        "--set", "clientAuth.keysFileSecret.name=kallm-clients",
+        "--set", "config.maxTtl=1h",
     ],
     "sqlite-on-pvc": [
         "--set", "persistence.enabled=true",
@@ -161,6 +164,8 @@ def test_defaults_match_readme(helm):
         literal = re.fullmatch(r"`([^`]*)`", default)
         if name in CHART_DEFAULTS:
             assert rendered.get(name) == CHART_DEFAULTS[name], name
+        elif literal and literal.group(1) in settings:  # follows another setting: unset
+            assert name not in rendered, name
         elif literal:
             assert rendered.get(name) == literal.group(1), name
         else:  # unset, calibrated or built in: kallm picks its own default
@@ -178,6 +183,9 @@ def test_every_readme_setting_can_be_set(helm):
         "--set", "gemini.existingSecret=google-keys",
         "--set", "adminToken.value=token",
         "--set", "policies.kubeApiUrl=https://kubernetes.example:6443",
+        "--set", "config.maxTtl=1h",
+        "--set", "clientAuth.keys=team-a:sk-a",
+        "--set", "clientAuth.keysFileSecret.name=kallm-clients",
     )  # fmt: skip
     config = one(docs, "ConfigMap")["data"]
     assert config["KALLM_SIMILARITY_THRESHOLD"] == "0.9"
@@ -384,8 +392,9 @@ def test_dashboard_uses_only_kallm_metrics(helm):
     assert len(ids) == len(set(ids))
 
 
-def test_notes_tell_how_to_point_a_client(helm, tmp_path):
-    chart = tmp_path / "kallm"
+def render_notes(helm: str, tmp_path: Path, *args: str) -> str:
+    """NOTES.txt as `helm install` would print it (helm template leaves the notes out)."""
+    chart = tmp_path / f"kallm-{len(list(tmp_path.iterdir()))}"
     shutil.copytree(CHART, chart)
     notes = (chart / "templates" / "NOTES.txt").read_text()
     Path(chart / "templates" / "_notes_test.tpl").write_text(
@@ -396,8 +405,118 @@ def test_notes_tell_how_to_point_a_client(helm, tmp_path):
     )
     out = run(
         [helm, "template", "kallm", str(chart), "--namespace", "ai",
-         "--show-only", "templates/notes-test.yaml"]
+         "--show-only", "templates/notes-test.yaml", *args]
     ).stdout  # fmt: skip
-    text = yaml.safe_load(out)["notes"]
+    text: str = yaml.safe_load(out)["notes"]
+    return text
+
+
+def test_notes_tell_how_to_point_a_client(helm, tmp_path):
+    text = render_notes(helm, tmp_path)
     assert 'OpenAI(base_url="http://kallm.ai.svc.cluster.local:8080/v1")' in text
     assert "port-forward svc/kallm" in text
+
+
+def test_connection_limits_answer_size_and_open_relay_have_kallm_defaults(helm):
+    settings = rendered_settings(template(helm))
+    assert settings["KALLM_MAX_HEADER_SIZE"] == "65536"
+    assert settings["KALLM_HEADER_TIMEOUT"] == "10"
+    assert settings["KALLM_KEEPALIVE_TIMEOUT"] == "15"
+    assert settings["KALLM_MAX_CONNECTIONS"] == "1000"
+    assert settings["KALLM_MAX_ANSWER_SIZE"] == "2097152"
+    assert settings["KALLM_INSECURE_OPEN_RELAY"] == "false"
+    for unset in ("KALLM_MAX_TTL", "KALLM_CLIENT_KEYS", "KALLM_CLIENT_KEYS_FILE"):
+        assert unset not in settings, unset  # kallm's default: the cache TTL; no client keys
+    settings = rendered_settings(
+        template(
+            helm,
+            "--set", "config.maxHeaderSize=16384", "--set", "config.headerTimeout=5s",
+            "--set", "config.keepaliveTimeout=75", "--set", "config.maxConnections=4000",
+            "--set", "config.maxAnswerSize=1048576", "--set", "config.maxTtl=30m",
+            "--set", "clientAuth.insecureOpenRelay=true",
+        )
+    )  # fmt: skip
+    assert settings["KALLM_MAX_HEADER_SIZE"] == "16384"
+    assert settings["KALLM_HEADER_TIMEOUT"] == "5s"
+    assert settings["KALLM_KEEPALIVE_TIMEOUT"] == "75"
+    assert settings["KALLM_MAX_CONNECTIONS"] == "4000"
+    assert settings["KALLM_MAX_ANSWER_SIZE"] == "1048576"
+    assert settings["KALLM_MAX_TTL"] == "30m"
+    assert settings["KALLM_INSECURE_OPEN_RELAY"] == "true"
+
+
+def test_client_keys_go_in_a_secret_created_or_existing(helm):
+    docs = template(helm, "--set", "clientAuth.keys=team-a:sk-a\\,team-b:sk-b")  # , escaped
+    secret = one(docs, "Secret")
+    assert secret["data"] == {"KALLM_CLIENT_KEYS": "dGVhbS1hOnNrLWEsdGVhbS1iOnNrLWI="}
+    assert "KALLM_CLIENT_KEYS" not in one(docs, "ConfigMap")["data"]
+    env = {e["name"]: e for e in container(docs)["env"]}
+    ref = env["KALLM_CLIENT_KEYS"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": secret["metadata"]["name"], "key": "KALLM_CLIENT_KEYS"}
+
+    docs = template(
+        helm,
+        "--set", "clientAuth.existingSecret=clients", "--set", "clientAuth.existingSecretKey=k",
+        "--set", "clientAuth.keys=ignored:when-existing",
+    )  # fmt: skip
+    assert not by_kind(docs, "Secret")
+    env = {e["name"]: e for e in container(docs)["env"]}
+    assert env["KALLM_CLIENT_KEYS"]["valueFrom"]["secretKeyRef"] == {"name": "clients", "key": "k"}
+    assert checksum(template(helm, "--set", "clientAuth.keys=a:1")) != checksum(
+        template(helm, "--set", "clientAuth.keys=a:2")
+    )
+
+
+def test_a_client_keys_file_is_a_secret_key_mounted_read_only(helm):
+    docs = template(
+        helm,
+        "--set", "clientAuth.keysFileSecret.name=kallm-clients",
+        "--set", "clientAuth.keysFileSecret.key=tenants.json",
+    )  # fmt: skip
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == "kallm-clients"
+    assert volume["secret"]["items"] == [{"key": "tenants.json", "path": "tenants.json"}]
+    assert volume["secret"]["defaultMode"] == 0o440
+    (mount,) = [m for m in container(docs)["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True
+    path = rendered_settings(docs)["KALLM_CLIENT_KEYS_FILE"]
+    assert path == mount["mountPath"] + "/tenants.json"
+    assert not by_kind(docs, "Secret")  # the chart never holds that file itself
+
+    pod = one(template(helm), "Deployment")["spec"]["template"]["spec"]
+    assert not [v for v in pod["volumes"] if "secret" in v]
+
+
+def test_production_takes_client_keys_from_a_secret_and_is_no_open_relay(helm):
+    docs = template(helm, "-f", str(PRODUCTION_VALUES))
+    env = {e["name"]: e for e in container(docs)["env"]}
+    ref = env["KALLM_CLIENT_KEYS"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "kallm-clients", "key": "KALLM_CLIENT_KEYS"}
+    (config,) = [d for d in by_kind(docs, "ConfigMap") if "KALLM_PORT" in d["data"]]
+    assert config["data"]["KALLM_INSECURE_OPEN_RELAY"] == "false"
+
+
+OPEN_WARNING = "WARNING: kallm holds provider API keys but has no way to know its callers"
+RELAY_WARNING = "WARNING: clientAuth.insecureOpenRelay is on"
+
+
+@pytest.mark.parametrize(
+    ("args", "warnings"),
+    [
+        ([], set()),  # no provider key: kallm forwards each caller's own
+        (["--set", "openai.apiKey=sk-x"], {OPEN_WARNING}),
+        (["--set", "gemini.existingSecret=g"], {OPEN_WARNING}),
+        (["--set", "openai.apiKey=sk-x", "--set", "clientAuth.keys=a:k"], set()),
+        (["--set", "openai.apiKey=sk-x", "--set", "clientAuth.existingSecret=c"], set()),
+        (["--set", "openai.apiKey=sk-x", "--set", "clientAuth.keysFileSecret.name=f"], set()),
+        (["--set", "openai.apiKey=sk-x", "--set", "policies.namespaceFromPodIP=true"], set()),
+        (["--set", "openai.apiKey=sk-x", "--set", "config.host=127.0.0.1"], set()),
+        (["--set", "openai.apiKey=sk-x", "--set", "clientAuth.insecureOpenRelay=true"],
+         {RELAY_WARNING}),
+        (["-f", str(PRODUCTION_VALUES)], set()),
+    ],
+)  # fmt: skip
+def test_notes_warn_when_anyone_could_spend_the_provider_keys(helm, tmp_path, args, warnings):
+    text = render_notes(helm, tmp_path, *args)
+    assert {w for w in (OPEN_WARNING, RELAY_WARNING) if w in text} == warnings

@@ -309,7 +309,10 @@ def _app_parts(**settings: Any) -> tuple[Any, Any]:
         return httpx.Response(200, json={"object": "chat.completion", "choices": [choice]})
 
     config = load_settings(
-        openai_base_url="http://upstream.test/v1", openai_api_key="sk-test", **settings
+        openai_base_url="http://upstream.test/v1",
+        openai_api_key="sk-test",
+        host="127.0.0.1",
+        **settings,
     )
     return config, Parts(embedder=_Embedder(), transport=httpx.MockTransport(upstream))
 

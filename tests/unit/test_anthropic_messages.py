@@ -5,7 +5,16 @@ import httpx
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message
+from hypothesis import given
 from starlette.datastructures import Headers
+from test_openai_chat import (
+    HOSTILE,
+    answers,
+    assert_records_safely,
+    assert_survives,
+    spoiled_events,
+    stream_data,
+)
 
 from kallm import keys
 from kallm.providers import anthropic as messages
@@ -458,3 +467,183 @@ def test_auth_uses_anthropics_header() -> None:
     provider = messages.AnthropicMessages()
     assert provider.auth("sk-ant-kallm") == {"x-api-key": "sk-ant-kallm"}
     assert provider.auth(None) is None
+
+
+# Hostile answers (the helpers are shared with the chat tests).
+
+PROVIDER = messages.AnthropicMessages()
+REQUESTS = [request(), request(stream=True)]
+TEXT = TEXT_MESSAGE["content"][0]
+TOOL = MIXED_MESSAGE["content"][3]
+
+
+def with_blocks(*blocks: Any) -> dict[str, Any]:
+    return {**TEXT_MESSAGE, "content": list(blocks)}
+
+
+def with_usage(**counts: Any) -> dict[str, Any]:
+    return {**TEXT_MESSAGE, "usage": {**TEXT_MESSAGE["usage"], **counts}}
+
+
+MALFORMED = {
+    "content a string": {**TEXT_MESSAGE, "content": "Paris."},
+    "a block not an object": with_blocks("Paris."),
+    "a block without a type": with_blocks({"text": "Paris."}),
+    "a list type": with_blocks({**TEXT, "type": ["text"]}),
+    "a number text": with_blocks({**TEXT, "text": 5}),
+    "a missing text": with_blocks({"type": "text"}),
+    "citations an object": with_blocks({**TEXT, "citations": {"a": 1}}),
+    "a number thinking": with_blocks({"type": "thinking", "thinking": 1, "signature": "s"}),
+    "a list signature": with_blocks({"type": "thinking", "thinking": "t", "signature": ["s"]}),
+    "tool input a string": with_blocks({**TOOL, "input": '{"city": "Paris"}'}),
+    "tool input a list": with_blocks({**TOOL, "input": [1]}),
+    "a list stop_reason": {**TEXT_MESSAGE, "stop_reason": ["end_turn"]},
+    "a number stop_sequence": {**TEXT_MESSAGE, "stop_sequence": 5},
+    "a model list": {**TEXT_MESSAGE, "model": ["claude"]},
+    "usage a list": {**TEXT_MESSAGE, "usage": [1, 2]},
+    "usage a string": {**TEXT_MESSAGE, "usage": "abc"},
+    "a string input_tokens": with_usage(input_tokens="abc"),
+    "a huge output_tokens": with_usage(output_tokens=10**400),
+    "a negative cache read": with_usage(cache_read_input_tokens=-3),
+    "an infinite input_tokens": with_usage(input_tokens=float("inf")),
+    "a bool output_tokens": with_usage(output_tokens=True),
+}
+
+
+@pytest.mark.parametrize("answer", MALFORMED.values(), ids=MALFORMED.keys())
+def test_an_answer_kallm_does_not_fully_understand_is_not_cached(answer: dict[str, Any]) -> None:
+    assert messages.is_cacheable(answer) is False
+    assert_survives(PROVIDER, REQUESTS, answer)
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        {"input_tokens": "abc", "output_tokens": 3},
+        {"input_tokens": 3, "output_tokens": 10**400},
+        {"input_tokens": 3, "cache_read_input_tokens": -1, "output_tokens": 3},
+        ["x"],
+    ],
+)
+def test_counts_that_are_not_counts_are_estimated(counts: Any) -> None:
+    assert messages.usage(request(), {**TEXT_MESSAGE, "usage": counts})["estimated"] is True
+
+
+def test_null_cache_counts_count_as_none() -> None:
+    answer = with_usage(cache_creation_input_tokens=None, cache_read_input_tokens=None)
+    assert messages.is_cacheable(answer)
+    assert messages.usage(request(), answer) == {"prompt_tokens": 12, "completion_tokens": 17}
+
+
+def event(kind: str, **fields: Any) -> str:
+    return json.dumps({"type": kind, **fields})
+
+
+START = event("message_start", message={**TEXT_MESSAGE, "content": [], "stop_reason": None})
+OPEN = event("content_block_start", index=0, content_block={"type": "text", "text": ""})
+TEXT_DELTA = event("content_block_delta", index=0, delta={"type": "text_delta", "text": "Hi"})
+CLOSE = event("content_block_stop", index=0)
+END = event("message_delta", delta={"stop_reason": "end_turn"}, usage={"output_tokens": 2})
+STOP = event("message_stop")
+
+
+def stream(*middle: str) -> list[str]:
+    return [START, *middle, END, STOP]
+
+
+ODD_STREAMS = {
+    "a list index": stream(event("content_block_start", index=[0], content_block=TEXT)),
+    "mixed index types": stream(
+        OPEN,
+        TEXT_DELTA,
+        CLOSE,
+        event("content_block_start", index="1", content_block={"type": "text", "text": ""}),
+        event("content_block_stop", index="1"),
+    ),
+    "a float index": stream(event("content_block_start", index=0.0, content_block=TEXT)),
+    "an event that is a list": stream(OPEN, "[1]", TEXT_DELTA, CLOSE),
+    "an event that is a number": stream(OPEN, "7", TEXT_DELTA, CLOSE),
+    "a list type": stream(OPEN, json.dumps({"type": ["ping"]}), TEXT_DELTA, CLOSE),
+    "a message that is a list": [event("message_start", message=[["type", "message"]]), END, STOP],
+    "a block that is a string": stream(event("content_block_start", index=0, content_block="x")),
+    "a delta that is a string": stream(
+        OPEN, event("content_block_delta", index=0, delta="x"), CLOSE
+    ),
+    "a number text delta": stream(
+        OPEN, event("content_block_delta", index=0, delta={"type": "text_delta", "text": 5}), CLOSE
+    ),
+    "a list text delta": stream(
+        event("content_block_start", index=0, content_block={"type": "text", "text": []}),
+        event("content_block_delta", index=0, delta={"type": "text_delta", "text": ["x"]}),
+        CLOSE,
+    ),
+    "a delta after the stop": stream(OPEN, CLOSE, TEXT_DELTA),
+    "a stop twice": stream(OPEN, TEXT_DELTA, CLOSE, CLOSE),
+    "tool input that is a list": stream(
+        event("content_block_start", index=0, content_block={**TOOL, "input": {}}),
+        event(
+            "content_block_delta",
+            index=0,
+            delta={"type": "input_json_delta", "partial_json": "[1, 2]"},
+        ),
+        CLOSE,
+    ),
+    "citations a string": stream(
+        event("content_block_start", index=0, content_block={**TEXT, "citations": "abc"}),
+        event("content_block_delta", index=0, delta={"type": "citations_delta", "citation": {}}),
+        CLOSE,
+    ),
+    "a list stop_reason": [
+        START,
+        OPEN,
+        CLOSE,
+        event("message_delta", delta={"stop_reason": ["end_turn"]}),
+        STOP,
+    ],
+    "a delta usage that is a list": [
+        START,
+        OPEN,
+        CLOSE,
+        event("message_delta", delta={}, usage=[1]),
+        STOP,
+    ],
+    "a string input count": [
+        START,
+        OPEN,
+        TEXT_DELTA,
+        CLOSE,
+        event("message_delta", delta={"stop_reason": "end_turn"}, usage={"input_tokens": "abc"}),
+        STOP,
+    ],
+    "a huge output count": [
+        START,
+        OPEN,
+        TEXT_DELTA,
+        CLOSE,
+        event("message_delta", delta={"stop_reason": "end_turn"}, usage={"output_tokens": 10**400}),
+        STOP,
+    ],
+    "too deep to parse": stream(OPEN, "[" * 100_000, TEXT_DELTA, CLOSE),
+}
+
+
+@pytest.mark.parametrize("events", ODD_STREAMS.values(), ids=ODD_STREAMS.keys())
+def test_an_odd_stream_never_raises_and_records_nothing(events: list[str]) -> None:
+    assert assert_records_safely(PROVIDER, REQUESTS, events) is None
+
+
+def test_a_plain_stream_still_records() -> None:
+    answer = assert_records_safely(PROVIDER, REQUESTS, stream(OPEN, TEXT_DELTA, CLOSE))
+    assert answer is not None and answer["content"] == [{"type": "text", "text": "Hi"}]
+
+
+@HOSTILE
+@given(answers(MIXED_MESSAGE))
+def test_no_answer_makes_kallm_raise(answer: dict[str, Any]) -> None:
+    assert_survives(PROVIDER, REQUESTS, answer)
+
+
+@HOSTILE
+@given(spoiled_events(stream_data(messages.replay_stream(MIXED_MESSAGE))))
+def test_no_stream_makes_the_recorder_raise(events: list[str]) -> None:
+    assert_records_safely(PROVIDER, REQUESTS, events)

@@ -10,7 +10,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
+from test_openai_chat import HOSTILE, JSON, mutated
 
 from kallm.app import Parts, create_app
 from kallm.embeddings_api import cache_header, plan_forward
@@ -178,6 +181,69 @@ def test_read_answer_puts_items_by_their_index():
 )
 def test_read_answer_refuses_what_cannot_be_split_into_the_items_sent(body):
     assert wire.read_answer(body, 3) is None
+
+
+@pytest.mark.parametrize(
+    "item",
+    [
+        {"index": 0, "embedding": [float("nan")]},
+        {"index": 0, "embedding": [float("inf"), 0.5]},
+        {"index": 0, "embedding": ["0.5"]},
+        {"index": 0, "embedding": [True]},
+        {"index": 0, "embedding": [[0.5]]},
+        {"index": 0, "embedding": []},
+        {"index": 0, "embedding": {"0": 0.5}},
+        {"index": 0, "embedding": None},
+        {"index": "0", "embedding": [0.5]},
+        {"index": True, "embedding": [0.5]},
+        {"index": 0.0, "embedding": [0.5]},
+        "an item that is a string",
+    ],
+)
+def test_read_answer_refuses_items_it_could_not_serve_again(item):
+    body = json.dumps({"object": "list", "data": [item], "model": "m"}).encode()
+    assert wire.read_answer(body, 1) is None
+
+
+def test_read_answer_takes_floats_ints_and_base64():
+    for embedding in ([0.5, -1, 0], "AAAAPw=="):
+        body = json.dumps({"data": [{"index": 0, "embedding": embedding}]}).encode()
+        answer = wire.read_answer(body, 1)
+        assert answer is not None and answer.items[0]["embedding"] == embedding
+
+
+@pytest.mark.parametrize("count", [10**400, 10**12, "abc", "7", -3, 2.5, True, None, [7]])
+def test_counts_that_are_not_counts_count_as_none(count):
+    answer = wire.read_answer(answer_bytes([0, 1], usage={"prompt_tokens": count}), 2)
+    assert answer is not None
+    assert wire.prompt_tokens(answer.usage) == 0
+    assert wire.usage_shares(["a", "b"], wire.prompt_tokens(answer.usage)) == [0, 0]
+
+
+@pytest.mark.parametrize("model", [None, 5, {"name": "m"}, ["m"]])
+def test_a_model_that_is_not_a_string_is_left_out(model):
+    answer = wire.read_answer(answer_bytes([0], model=model), 1)
+    assert answer is not None and answer.model == ""
+
+
+def test_a_lone_surrogate_assembles():
+    body = wire.assemble([{"embedding": [0.5], "object": "\ud800"}], "m", {})
+    assert json.loads(body)["data"][0]["object"] == "\ud800"
+
+
+VALID_ANSWER = json.loads(answer_bytes([0, 1, 2]))
+
+
+@HOSTILE
+@given(st.one_of(mutated(VALID_ANSWER), mutated(VALID_ANSWER), JSON))
+def test_no_answer_makes_the_embeddings_helpers_raise(answer):
+    fresh = wire.read_answer(json.dumps(answer).encode(), 3)
+    if fresh is None:
+        return
+    assert all(wire.is_vector(item["embedding"]) for item in fresh.items)
+    shares = wire.usage_shares(["a", "bb", [1, 2, 3]], wire.prompt_tokens(fresh.usage))
+    assert all(type(share) is int and share >= 0 for share in shares)
+    json.loads(wire.assemble(fresh.items, fresh.model or MODEL, fresh.usage))
 
 
 def test_usage_shares_add_up_and_follow_the_items_sizes():

@@ -3,7 +3,16 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
 from starlette.datastructures import Headers, QueryParams
+from test_openai_chat import (
+    HOSTILE,
+    answers,
+    assert_records_safely,
+    assert_survives,
+    spoiled_events,
+    stream_data,
+)
 
 from kallm import keys
 from kallm.providers import gemini
@@ -416,3 +425,126 @@ def test_kallms_key_replaces_the_clients_in_header_and_query() -> None:
     assert "authorization" not in sent.headers
     assert PROVIDER.auth("server") == {"x-goog-api-key": "server"}
     assert PROVIDER.auth(None) is None
+
+
+# Hostile answers (the helpers are shared with the chat tests).
+
+STREAM = "gemini-2.5-flash:streamGenerateContent"
+REQUESTS = [
+    request({"contents": [user("hi")]}),
+    request({"contents": [user("hi")]}, target=STREAM),
+    request({"contents": [user("hi")]}, target=STREAM, query="alt=sse"),
+]
+FIRST = RESPONSE["candidates"][0]  # type: ignore[index]
+
+
+def with_candidate(**fields: Any) -> dict[str, Any]:
+    return {**RESPONSE, "candidates": [{**FIRST, **fields}]}
+
+
+def with_counts(**counts: Any) -> dict[str, Any]:
+    return {**RESPONSE, "usageMetadata": {**RESPONSE["usageMetadata"], **counts}}  # type: ignore[dict-item]
+
+
+MALFORMED = {
+    "candidates an object": {**RESPONSE, "candidates": {"0": FIRST}},
+    "a candidate not an object": {**RESPONSE, "candidates": ["STOP"]},
+    "a list finishReason": with_candidate(finishReason=["STOP"]),
+    "a string index": with_candidate(index="0"),
+    "a float index": with_candidate(index=0.0),
+    "mixed index types": {**RESPONSE, "candidates": [FIRST, {**FIRST, "index": "1"}]},
+    "a repeated index": {**RESPONSE, "candidates": [FIRST, FIRST]},
+    "two candidates without an index": {
+        **RESPONSE,
+        "candidates": [{k: v for k, v in FIRST.items() if k != "index"}] * 2,
+    },
+    "content a string": with_candidate(content="Paris."),
+    "parts an object": with_candidate(content={"role": "model", "parts": {"text": "x"}}),
+    "a part not an object": with_candidate(content={"role": "model", "parts": ["Paris."]}),
+    "a number text": with_candidate(content={"role": "model", "parts": [{"text": 5}]}),
+    "a list role": with_candidate(content={"role": ["model"], "parts": []}),
+    "a modelVersion object": {**RESPONSE, "modelVersion": {}},
+    "usageMetadata a list": {**RESPONSE, "usageMetadata": [9]},
+    "a string promptTokenCount": with_counts(promptTokenCount="abc"),
+    "a string candidatesTokenCount": with_counts(candidatesTokenCount="abc"),
+    "a huge thoughtsTokenCount": with_counts(thoughtsTokenCount=10**400),
+    "a negative totalTokenCount": with_counts(totalTokenCount=-1),
+    "an infinite promptTokenCount": with_counts(promptTokenCount=float("inf")),
+}
+
+
+@pytest.mark.parametrize("answer", MALFORMED.values(), ids=MALFORMED.keys())
+def test_an_answer_kallm_does_not_fully_understand_is_not_cached(answer: dict[str, Any]) -> None:
+    assert PROVIDER.is_cacheable(answer) is False
+    assert_survives(PROVIDER, REQUESTS, answer)
+
+
+def test_one_candidate_without_an_index_is_index_0() -> None:
+    # proto3 JSON leaves zeros out, so Gemini's one candidate often has no index.
+    answer = {**RESPONSE, "candidates": [{k: v for k, v in FIRST.items() if k != "index"}]}
+    assert PROVIDER.is_cacheable(answer)
+    assert_survives(PROVIDER, REQUESTS, answer)
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        {"promptTokenCount": "abc", "candidatesTokenCount": 3},
+        {"promptTokenCount": 3, "candidatesTokenCount": "abc"},
+        {"promptTokenCount": 3, "thoughtsTokenCount": 10**400},
+        {"promptTokenCount": None},
+        "x",
+    ],
+)
+def test_counts_that_are_not_counts_are_estimated(counts: Any) -> None:
+    assert PROVIDER.usage(REQUESTS[0], {**RESPONSE, "usageMetadata": counts})["estimated"] is True
+
+
+def candidate(index: Any = 0, finish: Any = None, parts: Any = None, **fields: Any) -> str:
+    content = {"role": "model", "parts": [{"text": "a"}] if parts is None else parts}
+    chosen = {"content": content, "index": index} | fields
+    if finish is not None:
+        chosen["finishReason"] = finish
+    return json.dumps({"candidates": [chosen]})
+
+
+ODD_STREAMS = {
+    "a list finishReason": [candidate(), candidate(finish=["STOP"])],
+    "an unhashable index": [candidate([0], finish="STOP")],
+    "mixed index types": [candidate(0, "STOP"), candidate("1", "STOP")],
+    "a string index alone": [candidate("0", "STOP")],
+    "a chunk that is a list": [candidate(), "[1]", candidate(finish="STOP")],
+    "candidates an object": [candidate(), json.dumps({"candidates": {}}), candidate(finish="STOP")],
+    "a candidate that is a string": [json.dumps({"candidates": ["x"]}), candidate(finish="STOP")],
+    "parts an object": [candidate(parts={"text": "x"}), candidate(finish="STOP")],
+    "a part that is a string": [candidate(parts=["x"]), candidate(finish="STOP")],
+    "a number text": [candidate(parts=[{"text": 5}]), candidate(finish="STOP")],
+    "content a string": [candidate(finish="STOP", content="x")],
+    "a string count": [
+        candidate(),
+        json.dumps({"candidates": [], "usageMetadata": {"promptTokenCount": "abc"}}),
+        candidate(finish="STOP"),
+    ],
+    "a huge count": [
+        json.dumps({"usageMetadata": {"promptTokenCount": 10**400}}),
+        candidate(finish="STOP"),
+    ],
+    "too deep to parse": [candidate(), "[" * 100_000, candidate(finish="STOP")],
+}
+
+
+@pytest.mark.parametrize("events", ODD_STREAMS.values(), ids=ODD_STREAMS.keys())
+def test_an_odd_stream_never_raises_and_records_nothing(events: list[str]) -> None:
+    assert assert_records_safely(PROVIDER, REQUESTS, events) is None
+
+
+@HOSTILE
+@given(answers(RESPONSE))
+def test_no_answer_makes_kallm_raise(answer: dict[str, Any]) -> None:
+    assert_survives(PROVIDER, REQUESTS, answer)
+
+
+@HOSTILE
+@given(spoiled_events(stream_data(gemini.replay_stream(RESPONSE))))
+def test_no_stream_makes_the_recorder_raise(events: list[str]) -> None:
+    assert_records_safely(PROVIDER, REQUESTS, events)

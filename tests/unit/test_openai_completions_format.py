@@ -2,8 +2,17 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
 from openai.types import Completion
 from pydantic import TypeAdapter
+from test_openai_chat import (
+    HOSTILE,
+    answers,
+    assert_records_safely,
+    assert_survives,
+    spoiled_events,
+    stream_data,
+)
 
 from kallm.providers import openai_completions as legacy
 from kallm.providers.base import InvalidRequest
@@ -210,7 +219,7 @@ def test_a_stream_that_did_not_end_normally_records_nothing(events: list[str]) -
 
 
 def test_usage_comes_from_the_completion_or_is_estimated() -> None:
-    assert legacy.usage(REQUEST, COMPLETION) == COMPLETION["usage"]
+    assert legacy.usage(REQUEST, COMPLETION) == {"prompt_tokens": 5, "completion_tokens": 14}
     estimated = legacy.usage(REQUEST, {**COMPLETION, "usage": None})
     assert estimated["estimated"] is True and estimated["completion_tokens"] > 0
 
@@ -219,3 +228,93 @@ def test_kallms_own_errors_are_in_openais_shape() -> None:
     error = json.loads(legacy.OpenAICompletions().error_body(400, "bad", "invalid_request_error"))
     assert error["error"]["type"] == "invalid_request_error"
     assert error["error"]["message"] == "bad"
+
+
+# Hostile answers (the helpers are shared with the chat tests).
+
+PROVIDER = legacy.OpenAICompletions()
+REQUESTS: list[dict[str, Any]] = [
+    REQUEST,
+    {**REQUEST, "stream": True},
+    {**REQUEST, "stream": True, "stream_options": {"include_usage": True}},
+]
+CHOICE = COMPLETION["choices"][0]
+
+
+def with_choice(**fields: Any) -> dict[str, Any]:
+    return {**COMPLETION, "choices": [{**CHOICE, **fields}]}
+
+
+MALFORMED = {
+    "choices not objects": {**COMPLETION, "choices": [" Paris", 1]},
+    "a list finish_reason": with_choice(finish_reason=["stop"]),
+    "a number text": with_choice(text=5),
+    "a list text": with_choice(text=["Paris"]),
+    "a string index": with_choice(index="0"),
+    "no index": {**COMPLETION, "choices": [{k: v for k, v in CHOICE.items() if k != "index"}]},
+    "mixed index types": {**COMPLETION, "choices": [CHOICE, {**CHOICE, "index": "1"}]},
+    "a repeated index": {**COMPLETION, "choices": [CHOICE, CHOICE]},
+    "logprobs a list": with_choice(logprobs=[1]),
+    "a model number": {**COMPLETION, "model": 3},
+    "usage a string": {**COMPLETION, "usage": "lots"},
+    "a huge prompt_tokens": {**COMPLETION, "usage": {"prompt_tokens": 10**400}},
+    "a string prompt_tokens": {**COMPLETION, "usage": {"prompt_tokens": "abc"}},
+    "a negative completion_tokens": {**COMPLETION, "usage": {"completion_tokens": -1}},
+    "an infinite total_tokens": {**COMPLETION, "usage": {"total_tokens": float("inf")}},
+}
+
+
+@pytest.mark.parametrize("answer", MALFORMED.values(), ids=MALFORMED.keys())
+def test_an_answer_kallm_does_not_fully_understand_is_not_cached(answer: dict[str, Any]) -> None:
+    assert legacy.is_cacheable(answer) is False
+    assert_survives(PROVIDER, REQUESTS, answer)
+
+
+@pytest.mark.parametrize("counts", [{"prompt_tokens": 5, "completion_tokens": 10**400}, [1, 2]])
+def test_counts_that_are_not_counts_are_estimated(counts: Any) -> None:
+    assert legacy.usage(REQUEST, {**COMPLETION, "usage": counts})["estimated"] is True
+
+
+def piece(index: Any = 0, text: Any = "a", finish: Any = None, **fields: Any) -> str:
+    choice = {"index": index, "text": text, "logprobs": None, "finish_reason": finish} | fields
+    return json.dumps({"object": "text_completion", "choices": [choice]})
+
+
+GOOD = [piece(text="Paris"), piece(text="", finish="stop")]
+ODD_STREAMS = {
+    "a list finish_reason": [GOOD[0], piece(text="", finish=["stop"])],
+    "an unhashable index": [piece([0]), GOOD[1]],
+    "mixed index types": [*GOOD, piece("1"), piece("1", finish="stop")],
+    "a chunk that is a list": [GOOD[0], "[1]", GOOD[1]],
+    "a choice that is a string": [GOOD[0], json.dumps({"choices": ["x"]}), GOOD[1]],
+    "choices an object": [GOOD[0], json.dumps({"choices": {}}), GOOD[1]],
+    "a number text": [piece(text=5), GOOD[1]],
+    "logprobs a list": [piece(logprobs=[1]), GOOD[1]],
+    "usage a list": [*GOOD, json.dumps({"choices": [], "usage": [1]})],
+    "a huge usage": [*GOOD, json.dumps({"choices": [], "usage": {"prompt_tokens": 10**400}})],
+    "too deep to parse": [GOOD[0], "[" * 100_000, GOOD[1]],
+}
+
+
+@pytest.mark.parametrize("events", ODD_STREAMS.values(), ids=ODD_STREAMS.keys())
+def test_an_odd_stream_never_raises_and_records_nothing(events: list[str]) -> None:
+    assert assert_records_safely(PROVIDER, REQUESTS, [*events, "[DONE]"]) is None
+
+
+def test_logprobs_lists_that_stop_coming_are_kept() -> None:
+    lists = {"tokens": ["a"], "token_logprobs": [-0.1], "top_logprobs": None, "text_offset": [0]}
+    events = [piece(logprobs=lists), piece(text="", finish="stop", logprobs=None), "[DONE]"]
+    answer = assert_records_safely(PROVIDER, REQUESTS, events)
+    assert answer is not None and answer["choices"][0]["logprobs"] == lists
+
+
+@HOSTILE
+@given(answers(COMPLETION))
+def test_no_answer_makes_kallm_raise(answer: dict[str, Any]) -> None:
+    assert_survives(PROVIDER, REQUESTS, answer)
+
+
+@HOSTILE
+@given(spoiled_events(stream_data(legacy.replay_stream(COMPLETION, include_usage=True))))
+def test_no_stream_makes_the_recorder_raise(events: list[str]) -> None:
+    assert_records_safely(PROVIDER, REQUESTS, events)

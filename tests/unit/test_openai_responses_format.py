@@ -2,8 +2,17 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
+from test_openai_chat import (
+    HOSTILE,
+    answers,
+    assert_records_safely,
+    assert_survives,
+    spoiled_events,
+    stream_data,
+)
 
 from kallm.providers import openai_responses as responses
 from kallm.providers.base import InvalidRequest
@@ -329,3 +338,99 @@ def test_kallms_own_errors_are_in_openais_shape() -> None:
     assert error == {
         "error": {"message": "bad", "type": "invalid_request_error", "param": None, "code": None}
     }
+
+
+# Hostile answers (the helpers are shared with the chat tests).
+
+PROVIDER = responses.OpenAIResponses()
+REQUESTS: list[dict[str, Any]] = [REQUEST, {**REQUEST, "stream": True, "metadata": {"a": "b"}}]
+
+
+def with_output(*items: Any) -> dict[str, Any]:
+    return {**RESPONSE, "output": list(items)}
+
+
+def with_text(**fields: Any) -> dict[str, Any]:
+    part = MESSAGE["content"][0]  # type: ignore[index]
+    return with_output({**MESSAGE, "content": [{**part, **fields}]})
+
+
+MALFORMED = {
+    "output not a list": {**RESPONSE, "output": {"0": MESSAGE}},
+    "an item not an object": with_output("message"),
+    "an item without a type": with_output({k: v for k, v in MESSAGE.items() if k != "type"}),
+    "a list type": with_output({**MESSAGE, "type": ["message"]}),
+    "a string message content": with_output({**MESSAGE, "content": "Paris."}),
+    "a message without content": with_output({**MESSAGE, "content": None}),
+    "a part not an object": with_output({**MESSAGE, "content": ["Paris."]}),
+    "a part without a type": with_output({**MESSAGE, "content": [{"text": "Paris."}]}),
+    "a number text": with_text(text=5),
+    "a missing text": with_output({**MESSAGE, "content": [{"type": "output_text"}]}),
+    "arguments not a string": with_output({**CALL, "arguments": {"city": "Paris"}}),
+    "a call without a name": with_output({**CALL, "name": None}),
+    "a summary not a list": with_output({**REASONING, "summary": "thinking"}),
+    "a summary with number text": with_output({**REASONING, "summary": [{"text": 5}]}),
+    "a number item id": with_output({**MESSAGE, "id": 5}),
+    "a list status": {**RESPONSE, "status": ["completed"]},
+    "a model object": {**RESPONSE, "model": {}},
+    "usage a list": {**RESPONSE, "usage": [10, 12]},
+    "a huge input_tokens": {**RESPONSE, "usage": {"input_tokens": 10**400, "output_tokens": 1}},
+    "a string output_tokens": {**RESPONSE, "usage": {"input_tokens": 1, "output_tokens": "abc"}},
+    "a negative total_tokens": {**RESPONSE, "usage": {"total_tokens": -1}},
+    "an infinite input_tokens": {**RESPONSE, "usage": {"input_tokens": float("inf")}},
+}
+
+
+@pytest.mark.parametrize("answer", MALFORMED.values(), ids=MALFORMED.keys())
+def test_an_answer_kallm_does_not_fully_understand_is_not_cached(answer: dict[str, Any]) -> None:
+    assert responses.is_cacheable(answer) is False
+    assert_survives(PROVIDER, REQUESTS, answer)
+
+
+@pytest.mark.parametrize(
+    "counts", [{"input_tokens": 10**400, "output_tokens": 3}, {"input_tokens": 1}, "x"]
+)
+def test_counts_that_are_not_counts_are_estimated(counts: Any) -> None:
+    assert responses.usage(REQUEST, {**RESPONSE, "usage": counts})["estimated"] is True
+
+
+def numbered(*payloads: Any) -> list[str]:
+    return [json.dumps({"sequence_number": n, **p}) for n, p in enumerate(payloads)]
+
+
+COMPLETED = {"type": "response.completed", "response": RESPONSE}
+ODD_STREAMS = {
+    "a list type": [json.dumps({"type": ["error"]}), json.dumps(COMPLETED)],
+    "an event that is a list": ["[1]", json.dumps(COMPLETED)],
+    "an event that is a string": ['"response.completed"', json.dumps(COMPLETED)],
+    "a string sequence number": [
+        *numbered({"type": "response.in_progress"}),
+        json.dumps({**COMPLETED, "sequence_number": "1"}),
+    ],
+    "a response that is a list": numbered({**COMPLETED, "response": [RESPONSE]}),
+    "a completed response kallm does not cache": numbered(
+        {**COMPLETED, "response": {**RESPONSE, "usage": {"input_tokens": "abc"}}}
+    ),
+    "done items of other types": numbered(
+        {"type": "response.output_item.done", "output_index": 0, "item": "x"},
+        {**COMPLETED, "response": {**RESPONSE, "output": []}},
+    ),
+    "too deep to parse": ["[" * 100_000, json.dumps(COMPLETED)],
+}
+
+
+@pytest.mark.parametrize("events", ODD_STREAMS.values(), ids=ODD_STREAMS.keys())
+def test_an_odd_stream_never_raises_and_records_nothing(events: list[str]) -> None:
+    assert assert_records_safely(PROVIDER, REQUESTS, events) is None
+
+
+@HOSTILE
+@given(answers(RESPONSE))
+def test_no_answer_makes_kallm_raise(answer: dict[str, Any]) -> None:
+    assert_survives(PROVIDER, REQUESTS, answer)
+
+
+@HOSTILE
+@given(spoiled_events(stream_data(responses.replay_stream(REQUEST, RESPONSE))))
+def test_no_stream_makes_the_recorder_raise(events: list[str]) -> None:
+    assert_records_safely(PROVIDER, REQUESTS, events)

@@ -21,14 +21,22 @@ from kallm.providers.base import (
     Call,
     InvalidRequest,
     KeyParts,
+    OddEvent,
     Upstream,
     dumps,
     estimate_tokens,
+    is_int,
+    json_bytes,
     json_object,
+    loads,
     named_event,
+    optional_str,
     parse_object,
     split_text,
+    stream_event,
     text_content,
+    token_count,
+    valid_counts,
 )
 
 # Fields that never change the answer. Everything else, including fields this list does not
@@ -139,11 +147,42 @@ def keyed_request(request: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in request.items() if k not in NOT_IN_KEY or k == "messages"}
 
 
+# The counts `usage` reads (the prompt is all three input counts).
+INPUT_COUNTS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+USAGE_COUNTS = (*INPUT_COUNTS, "output_tokens")
+
+
+def _whole_block(block: Any) -> bool:
+    """A content block with the parts replay_stream reads, each of the type it expects."""
+    kind = block.get("type") if isinstance(block, dict) else None
+    if not isinstance(kind, str):
+        return False
+    if kind == "text":
+        citations = block.get("citations")
+        return isinstance(block.get("text"), str) and (
+            citations is None or isinstance(citations, list)
+        )
+    if kind == "thinking":
+        return isinstance(block.get("thinking"), str) and optional_str(block.get("signature"))
+    if kind in TOOL_INPUT_BLOCKS:
+        return isinstance(block.get("input"), dict)
+    return True
+
+
 def is_cacheable(message: dict[str, Any]) -> bool:
+    """A whole Message of the shape kallm replays: any other answer (refused, paused, or
+    with parts of other types) is relayed unchanged and never stored."""
+    content, stop = message.get("content"), message.get("stop_reason")
     return (
         message.get("type") == "message"
-        and isinstance(message.get("content"), list)
-        and message.get("stop_reason") in CACHEABLE_STOP
+        and isinstance(content, list)
+        and all(_whole_block(block) for block in content)
+        and isinstance(stop, str)
+        and stop in CACHEABLE_STOP
+        and optional_str(message.get("stop_sequence"))
+        and optional_str(message.get("role"))
+        and optional_str(message.get("model"))
+        and valid_counts(message.get("usage"), USAGE_COUNTS)
     )
 
 
@@ -160,16 +199,16 @@ def error_body(status: int, message: str, kind: str) -> bytes:
 
 def usage(request: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
     """Token counts for saved-cost figures. Tokens read from or written to Anthropic's prompt
-    cache are prompt tokens too; an answer without usage gets an estimate."""
+    cache are prompt tokens too; an answer without usage, or with counts that are not counts,
+    gets an estimate."""
     counts = message.get("usage")
-    if isinstance(counts, dict) and isinstance(counts.get("output_tokens"), int):
-        prompt = sum(
-            counts.get(name) or 0
-            for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
-        )
-        return {"prompt_tokens": prompt, "completion_tokens": counts["output_tokens"]}
+    if isinstance(counts, dict):
+        output = token_count(counts.get("output_tokens"))
+        inputs = [counts.get(name) for name in INPUT_COUNTS]
+        if output is not None and all(v is None or token_count(v) is not None for v in inputs):
+            return {"prompt_tokens": sum(v or 0 for v in inputs), "completion_tokens": output}
     return {
-        "prompt_tokens": estimate_tokens([request.get("system"), request["messages"]]),
+        "prompt_tokens": estimate_tokens([request.get("system"), request.get("messages")]),
         "completion_tokens": estimate_tokens(message.get("content", [])),
         "estimated": True,
     }
@@ -255,9 +294,24 @@ def replay_stream(message: dict[str, Any]) -> Iterator[bytes]:
     yield named_event("message_stop", {"type": "message_stop"})
 
 
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise OddEvent(f"{what} is not an object")
+    return value
+
+
+def _index(event: dict[str, Any]) -> int:
+    index = event.get("index")
+    if not is_int(index):
+        raise OddEvent("a block event without an integer index")
+    return index
+
+
 class StreamRecorder:
     """Rebuilds a Message from the events of a stream as they pass through (each event's
-    `data` names its own type, so the `event:` lines are not needed)."""
+    `data` names its own type, so the `event:` lines are not needed). It never raises: an
+    event it cannot read or apply spoils the recording, never the relay, and `answer` gives
+    only a Message `is_cacheable` accepts."""
 
     def __init__(self) -> None:
         self._message: dict[str, Any] | None = None
@@ -268,69 +322,90 @@ class StreamRecorder:
         self.broken = False
 
     def add(self, data: str) -> None:
+        if self.broken:
+            return
         try:
-            event = json.loads(data)
-            self._apply(event)
-        except (json.JSONDecodeError, AttributeError, TypeError, KeyError, ValueError):
-            # An event we cannot read makes the rebuilt answer untrustworthy.
+            self._apply(_object(stream_event(data), "an event"))
+        except Exception:
+            # Whatever the event held (bad JSON, odd types, a delta for no block), the
+            # rebuilt answer is untrustworthy.
             self.broken = True
 
     def _apply(self, event: dict[str, Any]) -> None:
-        kind = event["type"]
+        kind = event.get("type")
         if kind == "message_start":
-            self._message = dict(event["message"])
+            self._message = dict(_object(event.get("message"), "message"))
         elif kind == "content_block_start":
-            index = event["index"]
-            self._blocks[index] = dict(event["content_block"])
+            index = _index(event)
+            self._blocks[index] = dict(_object(event.get("content_block"), "content_block"))
             self._open.add(index)
         elif kind == "content_block_delta":
-            self._add_delta(self._blocks[event["index"]], event["index"], event["delta"])
+            index = _index(event)
+            if index not in self._open:
+                raise OddEvent("a delta for a block that is not open")
+            self._add_delta(self._blocks[index], index, _object(event.get("delta"), "delta"))
         elif kind == "content_block_stop":
-            self._close(event["index"])
+            self._close(_index(event))
         elif kind == "message_delta":
             self._end(event)
         elif kind == "message_stop":
             self.done = True
-        elif kind == "error":
-            self.broken = True
+        elif kind == "error" or not isinstance(kind, str):
+            raise OddEvent("an error event, or an event without a type")
         # `ping` and event types added later carry no part of the Message.
 
     def _add_delta(self, block: dict[str, Any], index: int, delta: dict[str, Any]) -> None:
-        kind = delta["type"]
+        kind = delta.get("type")
         if kind == "text_delta":
-            block["text"] = block.get("text", "") + delta["text"]
+            block["text"] = _text(block.get("text", "")) + _text(delta.get("text"))
         elif kind == "thinking_delta":
-            block["thinking"] = block.get("thinking", "") + delta["thinking"]
+            block["thinking"] = _text(block.get("thinking", "")) + _text(delta.get("thinking"))
         elif kind == "signature_delta":
-            block["signature"] = delta["signature"]
+            block["signature"] = _text(delta.get("signature"))
         elif kind == "input_json_delta":
-            self._json[index] = self._json.get(index, "") + delta["partial_json"]
+            self._json[index] = self._json.get(index, "") + _text(delta.get("partial_json"))
         elif kind == "citations_delta":
-            block["citations"] = [*(block.get("citations") or []), delta["citation"]]
+            citations = block.get("citations") or []
+            if not isinstance(citations, list):
+                raise OddEvent("citations is not a list")
+            block["citations"] = [*citations, delta.get("citation")]
         else:
             # A delta kallm cannot apply would leave a block it cannot rebuild faithfully.
-            self.broken = True
+            raise OddEvent(f"a delta of type {kind!r}")
 
     def _close(self, index: int) -> None:
+        if index not in self._open:
+            raise OddEvent("a stop for a block that is not open")
         self._open.discard(index)
         if self._json.get(index):
-            self._blocks[index]["input"] = json.loads(self._json.pop(index))
+            # By the same rules as the events that carried it (no NaN, no deep nesting...).
+            self._blocks[index]["input"] = loads(self._json.pop(index).encode())
 
     def _end(self, event: dict[str, Any]) -> None:
         if self._message is None:
-            raise ValueError("message_delta before message_start")
-        self._message.update(event.get("delta") or {})
-        counts = {k: v for k, v in (event.get("usage") or {}).items() if v is not None}
+            raise OddEvent("message_delta before message_start")
+        self._message.update(_object(event.get("delta") or {}, "delta"))
+        usage = _object(event.get("usage") or {}, "usage")
+        counts = {k: v for k, v in usage.items() if v is not None}
         # Usage on message_delta is cumulative: it overwrites what message_start said.
-        self._message["usage"] = {**(self._message.get("usage") or {}), **counts}
+        before = self._message.get("usage") or {}
+        self._message["usage"] = {**_object(before, "usage"), **counts}
 
     def answer(self) -> dict[str, Any] | None:
-        """The whole Message, or None unless the stream ended normally."""
+        """The whole Message, or None unless the stream ended normally with one kallm
+        caches."""
         if not self.done or self.broken or self._message is None or self._open:
             return None
         if sorted(self._blocks) != list(range(len(self._blocks))):
             return None
-        return {**self._message, "content": [self._blocks[i] for i in sorted(self._blocks)]}
+        message = {**self._message, "content": [self._blocks[i] for i in sorted(self._blocks)]}
+        return message if is_cacheable(message) else None
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise OddEvent("a text delta that is not text")
+    return value
 
 
 class AnthropicMessages:
@@ -375,7 +450,7 @@ class AnthropicMessages:
         )
 
     def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
-        return dumps(replay_json(answer))
+        return json_bytes(replay_json(answer))
 
     def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
         return replay_stream(answer)

@@ -6,9 +6,11 @@ and replayed. Adding a provider is one module that implements `Provider` and one
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import httpx
 
@@ -135,11 +137,71 @@ def dumps(value: Any) -> bytes:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def json_object(body: bytes) -> dict[str, Any] | None:
-    """A body as a JSON object, or None when it is not one."""
+# Deeper than any real request or answer (tool schemas included), and far below where
+# Python's recursion limit would turn a hostile body into a crash.
+MAX_DEPTH = 128
+# JSON escapes of UTF-16 surrogates: the only way a lone surrogate, which no UTF-8 text can
+# hold, gets into a parsed string.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+class NotJSON(ValueError):
+    """The body is not JSON kallm can safely hold: the message says why."""
+
+
+def loads(body: bytes) -> Any:
+    """A JSON body as Python values; raises NotJSON for invalid JSON, numbers Python will
+    not convert (integers of over 4,300 digits), nesting over MAX_DEPTH and lone surrogates
+    (text that cannot be written back as UTF-8). Costs one pass: for large bodies call it
+    off the event loop."""
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        value = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise NotJSON(f"it nests deeper than {MAX_DEPTH} levels") from None
+    except (UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError
+        raise NotJSON(str(error)) from None
+    check_value(value, strings=_SURROGATE_ESCAPE.search(body) is not None)
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is too large a number")
+    return value
+
+
+def check_value(value: Any, strings: bool = True) -> None:
+    """Raise NotJSON when `value` nests deeper than MAX_DEPTH or (with `strings`) holds a
+    string that is not valid Unicode text."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = [*item.keys(), *item.values()] if strings else item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            if strings and isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise NotJSON("it holds a lone UTF-16 surrogate") from None
+            continue
+        if depth > MAX_DEPTH:
+            raise NotJSON(f"it nests deeper than {MAX_DEPTH} levels")
+        stack.extend((child, depth + 1) for child in children)
+
+
+def json_object(body: bytes) -> dict[str, Any] | None:
+    """A body as a JSON object, or None when it is not one kallm can safely hold."""
+    try:
+        value = loads(body)
+    except NotJSON:
         return None
     return value if isinstance(value, dict) else None
 
@@ -147,8 +209,8 @@ def json_object(body: bytes) -> dict[str, Any] | None:
 def parse_object(body: bytes) -> dict[str, Any]:
     """A request body that must be a JSON object; raises InvalidRequest."""
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        value = loads(body)
+    except NotJSON as error:
         raise InvalidRequest(f"The request body is not valid JSON: {error}") from None
     if not isinstance(value, dict):
         raise InvalidRequest("The request body must be a JSON object.")
@@ -191,3 +253,81 @@ def estimate_tokens(value: Any) -> int:
 def named_event(name: str, data: Any) -> bytes:
     """An SSE event with an `event:` line, as Anthropic and the Responses API send them."""
     return f"event: {name}\n".encode() + event(json.dumps(data, separators=(",", ":")))
+
+
+# What kallm trusts in an upstream answer it caches. An answer is cached only when every part
+# kallm reads back later (replays, usage, the stored fields) has the type the code expects:
+# anything else is relayed unchanged and never stored, so no stored answer can break a hit.
+
+# Token counts above this are not counts (10**400 parses as an int): saved-cost figures and
+# the share of an embeddings batch must stay plain, bounded arithmetic.
+MAX_TOKEN_COUNT = 10**12
+
+
+def token_count(value: Any) -> int | None:
+    """`value` as a token count: an int (not a bool) with 0 <= value < 10**12, else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < MAX_TOKEN_COUNT:
+        return value
+    return None
+
+
+def valid_counts(usage: Any, names: Iterable[str]) -> bool:
+    """Whether `usage` is absent (None) or an object whose `names`, where present and not
+    null, are token counts. Other fields (details objects, timings) are kept as sent."""
+    if usage is None:
+        return True
+    return isinstance(usage, dict) and all(
+        usage.get(name) is None or token_count(usage[name]) is not None for name in names
+    )
+
+
+def is_int(value: Any) -> TypeGuard[int]:
+    """An int that is not a bool (JSON's true is not an index)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def optional_str(value: Any) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def distinct_indexes(indexes: list[Any]) -> bool:
+    """Whether every index is an int and none repeats (a replay streams each one once)."""
+    return all(is_int(index) for index in indexes) and len(set(indexes)) == len(indexes)
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON that always encodes as UTF-8. A JSON string may hold a lone surrogate as
+    an escape (`"\\ud800"`), which json.loads keeps and UTF-8 cannot encode; it is written
+    back as that same escape, so a replay never fails on what the upstream sent."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode(errors="backslashreplace").decode()
+    return text
+
+
+def json_bytes(value: Any) -> bytes:
+    """`dumps` for anything json.loads can return (see `json_text`)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(
+        errors="backslashreplace"
+    )
+
+
+def stream_event(data: str) -> Any:
+    """A stream event's `data` as JSON, read by the rules of `loads` (no NaN, no 1e999, no
+    5,000-digit numbers, no deep nesting, no lone surrogates); raises NotJSON. The SSE parser
+    writes bytes that are not UTF-8 as U+FFFD, so an event holding one is refused too: an
+    answer recorded from it could only differ from what the upstream sent."""
+    if "\ufffd" in data:
+        raise NotJSON("it holds bytes that are not UTF-8")
+    try:
+        body = data.encode()
+    except UnicodeEncodeError:
+        raise NotJSON("it holds bytes that are not UTF-8") from None
+    return loads(body)
+
+
+class OddEvent(ValueError):
+    """A stream event of a shape a recorder does not rebuild: the recording is spoiled (the
+    relay goes on; nothing is stored)."""

@@ -10,7 +10,6 @@ does (there is no `[DONE]`); without it the stream is one JSON array of response
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,12 +22,21 @@ from kallm.providers.base import (
     Call,
     InvalidRequest,
     KeyParts,
+    OddEvent,
     Upstream,
+    distinct_indexes,
     dumps,
     estimate_tokens,
+    is_int,
+    json_bytes,
     json_object,
+    json_text,
+    optional_str,
     parse_object,
     split_text,
+    stream_event,
+    token_count,
+    valid_counts,
 )
 from kallm.sse import event
 
@@ -131,7 +139,47 @@ def wants_array(request: dict[str, Any]) -> bool:
     return request.get(METHOD_FIELD) == STREAM_METHOD and request.get(SSE_FIELD) is not True
 
 
+# The counts in usageMetadata (`usage` reads the first three); the details lists are kept
+# as sent.
+USAGE_COUNTS = (
+    "promptTokenCount",
+    "candidatesTokenCount",
+    "thoughtsTokenCount",
+    "totalTokenCount",
+    "cachedContentTokenCount",
+    "toolUsePromptTokenCount",
+)
+
+
+def _whole_content(content: Any) -> bool:
+    """A candidate's content as replays and the recorder read it: parts are objects, and a
+    text part's text is text."""
+    if content is None:
+        return True
+    if not isinstance(content, dict) or not optional_str(content.get("role")):
+        return False
+    parts = content.get("parts")
+    return parts is None or (
+        isinstance(parts, list)
+        and all(isinstance(p, dict) and optional_str(p.get("text")) for p in parts)
+    )
+
+
+def _whole_candidate(candidate: Any) -> bool:
+    if not isinstance(candidate, dict):
+        return False
+    finish = candidate.get("finishReason")
+    return (
+        isinstance(finish, str)
+        and finish in CACHEABLE_FINISH
+        and is_int(candidate.get("index", 0))
+        and _whole_content(candidate.get("content"))
+    )
+
+
 def is_cacheable(response: dict[str, Any]) -> bool:
+    """A whole answer of the shape kallm replays: a blocked prompt, an error, a withheld
+    candidate or parts of other types are relayed unchanged and never stored."""
     candidates = response.get("candidates")
     feedback = response.get("promptFeedback")
     blocked = isinstance(feedback, dict) and feedback.get("blockReason") is not None
@@ -140,9 +188,11 @@ def is_cacheable(response: dict[str, Any]) -> bool:
         and "error" not in response
         and isinstance(candidates, list)
         and bool(candidates)
-        and all(
-            isinstance(c, dict) and c.get("finishReason") in CACHEABLE_FINISH for c in candidates
-        )
+        and all(_whole_candidate(c) for c in candidates)
+        # Gemini leaves out an index of 0, as proto3 JSON leaves out every zero.
+        and distinct_indexes([c.get("index", 0) for c in candidates])
+        and optional_str(response.get("modelVersion"))
+        and valid_counts(response.get("usageMetadata"), USAGE_COUNTS)
     )
 
 
@@ -210,7 +260,7 @@ def replay_chunks(response: dict[str, Any]) -> list[dict[str, Any]]:
 
 def replay_stream(response: dict[str, Any]) -> Iterator[bytes]:
     for chunk in replay_chunks(response):
-        yield event(json.dumps(chunk, separators=(",", ":"), ensure_ascii=False))
+        yield event(json_text(chunk))
 
 
 def _mergeable(part: dict[str, Any]) -> bool:
@@ -224,6 +274,9 @@ class _CandidateBuilder:
     fields: dict[str, Any] = field(default_factory=dict)
 
     def add(self, candidate: dict[str, Any]) -> None:
+        """Apply one chunk's candidate; raises OddEvent for parts of other types."""
+        if not optional_str(candidate.get("finishReason")):
+            raise OddEvent("finishReason is not a string")
         for name, value in candidate.items():
             if name == "content" and isinstance(value, dict):
                 self._add_content(value)
@@ -236,8 +289,13 @@ class _CandidateBuilder:
             self.content["parts"] = []
         else:
             self.content.update({k: v for k, v in delta.items() if k != "parts"})
+        new = delta.get("parts")
+        if new is not None and not isinstance(new, list):
+            raise OddEvent("parts is not a list")
         parts: list[dict[str, Any]] = self.content["parts"]
-        for part in delta.get("parts") or []:
+        for part in new or []:
+            if not isinstance(part, dict) or not optional_str(part.get("text")):
+                raise OddEvent("a part that is not an object with text")
             last = parts[-1] if parts else None
             if (
                 last is not None
@@ -264,7 +322,8 @@ class StreamRecorder:
     """Rebuilds one GenerateContentResponse from the `alt=sse` chunks as they pass through.
 
     Gemini's stream has no end marker: the answer is whole once every candidate has a
-    finishReason (it comes on the last chunk, with the final usageMetadata)."""
+    finishReason (it comes on the last chunk, with the final usageMetadata). It never
+    raises: a chunk it cannot read spoils the recording, never the relay."""
 
     def __init__(self) -> None:
         self._candidates: dict[int, _CandidateBuilder] = {}
@@ -272,42 +331,57 @@ class StreamRecorder:
         self.broken = False
 
     def add(self, data: str) -> None:
+        if self.broken:
+            return
         try:
-            chunk = json.loads(data)
-            if not isinstance(chunk, dict) or "error" in chunk:
-                # An error mid-stream: whatever came before is not a whole answer.
-                self.broken = True
-                return
-            for name, value in chunk.items():
-                if name != "candidates":
-                    self._head[name] = value
-            for candidate in chunk.get("candidates") or []:
-                index = candidate.get("index", 0)
-                self._candidates.setdefault(index, _CandidateBuilder()).add(candidate)
-        except (json.JSONDecodeError, AttributeError, TypeError):
+            self._add(stream_event(data))
+        except Exception:
+            # Whatever the chunk held (bad JSON, odd types), it spoils the recording only.
             self.broken = True
 
+    def _add(self, chunk: Any) -> None:
+        if not isinstance(chunk, dict) or "error" in chunk:
+            # An error mid-stream: whatever came before is not a whole answer.
+            raise OddEvent("an error, or not an object")
+        for name, value in chunk.items():
+            if name != "candidates":
+                self._head[name] = value
+        candidates = chunk.get("candidates")
+        if candidates is not None and not isinstance(candidates, list):
+            raise OddEvent("candidates is not a list")
+        for candidate in candidates or []:
+            if not isinstance(candidate, dict) or not is_int(index := candidate.get("index", 0)):
+                raise OddEvent("a candidate without an integer index")
+            self._candidates.setdefault(index, _CandidateBuilder()).add(candidate)
+
     def answer(self) -> dict[str, Any] | None:
-        """The whole answer, or None until every candidate has finished."""
+        """The whole answer, or None until every candidate has finished (and None for one
+        kallm does not cache)."""
         builders = self._candidates
         if self.broken or not builders or not all(b.finished for b in builders.values()):
             return None
-        candidates = [builders[i].build(i) for i in sorted(builders)]
-        return {"candidates": candidates, **self._head}
+        response = {"candidates": [builders[i].build(i) for i in sorted(builders)], **self._head}
+        return response if is_cacheable(response) else None
 
 
 def usage(request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
-    """usageMetadata as prompt and completion tokens (thinking is billed as output)."""
+    """usageMetadata as prompt and completion tokens (thinking is billed as output); an
+    estimate without it, or with counts that are not counts."""
     meta = response.get("usageMetadata")
-    if isinstance(meta, dict) and "promptTokenCount" in meta:
-        completion = int(meta.get("candidatesTokenCount") or 0)
-        completion += int(meta.get("thoughtsTokenCount") or 0)
-        return {"prompt_tokens": int(meta["promptTokenCount"]), "completion_tokens": completion}
+    if isinstance(meta, dict):
+        prompt = token_count(meta.get("promptTokenCount"))
+        output = [meta.get(name) for name in ("candidatesTokenCount", "thoughtsTokenCount")]
+        if prompt is not None and all(v is None or token_count(v) is not None for v in output):
+            return {"prompt_tokens": prompt, "completion_tokens": sum(v or 0 for v in output)}
+    candidates = response.get("candidates")
+    answers = (
+        [c.get("content") or {} for c in candidates if isinstance(c, dict)]
+        if isinstance(candidates, list)
+        else []
+    )
     return {
         "prompt_tokens": estimate_tokens(request.get("contents", [])),
-        "completion_tokens": sum(
-            estimate_tokens(c.get("content", {})) for c in response.get("candidates") or []
-        ),
+        "completion_tokens": sum(estimate_tokens(content) for content in answers),
         "estimated": True,
     }
 
@@ -359,8 +433,8 @@ class Gemini:
 
     def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
         if wants_array(request):
-            return dumps(replay_chunks(answer))
-        return dumps(replay_json(answer))
+            return json_bytes(replay_chunks(answer))
+        return json_bytes(replay_json(answer))
 
     def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
         return replay_stream(answer)

@@ -18,11 +18,18 @@ from kallm.providers.base import (
     Call,
     InvalidRequest,
     KeyParts,
-    dumps,
+    OddEvent,
+    distinct_indexes,
     estimate_tokens,
+    is_int,
+    json_bytes,
+    optional_str,
     parse_object,
     split_text,
+    stream_event,
     text_content,
+    token_count,
+    valid_counts,
 )
 from kallm.providers.openai import OpenAIEndpoint
 from kallm.sse import event
@@ -94,13 +101,53 @@ def wants_usage(request: dict[str, Any]) -> bool:
     return isinstance(options, dict) and options.get("include_usage") is True
 
 
+# The counts `usage` reads; other usage fields (details, timings) are kept as sent.
+USAGE_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def _tool_call(call: Any) -> bool:
+    """A function tool call as replay_stream sends it (custom tool calls are not replayed)."""
+    if not isinstance(call, dict):
+        return False
+    function = call.get("function")
+    return (
+        optional_str(call.get("id"))
+        and optional_str(call.get("type"))
+        and isinstance(function, dict)
+        and isinstance(function.get("name"), str)
+        and isinstance(function.get("arguments"), str)
+    )
+
+
+def _whole_choice(choice: Any) -> bool:
+    """A finished choice whose every part replay_json and replay_stream read has its type."""
+    if not isinstance(choice, dict) or not is_int(choice.get("index")):
+        return False
+    message, finish = choice.get("message"), choice.get("finish_reason")
+    if not isinstance(message, dict) or not isinstance(finish, str):
+        return False
+    calls = message.get("tool_calls")
+    return (
+        finish in CACHEABLE_FINISH
+        and optional_str(message.get("role"))
+        and optional_str(message.get("content"))
+        and (calls is None or (isinstance(calls, list) and all(_tool_call(c) for c in calls)))
+        and (choice.get("logprobs") is None or isinstance(choice["logprobs"], dict))
+    )
+
+
 def is_cacheable(completion: dict[str, Any]) -> bool:
+    """A whole `chat.completion` of the shape kallm replays: any other answer (cut short,
+    filtered, or with parts of other types) is relayed unchanged and never stored."""
     choices = completion.get("choices")
     return (
         completion.get("object") == "chat.completion"
         and isinstance(choices, list)
         and bool(choices)
-        and all(choice.get("finish_reason") in CACHEABLE_FINISH for choice in choices)
+        and all(_whole_choice(choice) for choice in choices)
+        and distinct_indexes([choice["index"] for choice in choices])
+        and optional_str(completion.get("model"))
+        and valid_counts(completion.get("usage"), USAGE_COUNTS)
     )
 
 
@@ -174,6 +221,20 @@ def replay_stream(completion: dict[str, Any], include_usage: bool) -> Iterator[b
     yield event("[DONE]")
 
 
+def _joined(built: dict[str, Any], delta: Any) -> dict[str, Any]:
+    """`built` with the string pieces of `delta` appended field by field (a function call's
+    name and arguments stream this way)."""
+    if not isinstance(delta, dict):
+        raise OddEvent("a function delta that is not an object")
+    for name, part in delta.items():
+        if part is None:
+            continue
+        if not isinstance(part, str) or not isinstance(built.get(name, ""), str):
+            raise OddEvent(f"function.{name} is not text")
+        built[name] = built.get(name, "") + part
+    return built
+
+
 @dataclass
 class _ChoiceBuilder:
     message: dict[str, Any] = field(default_factory=lambda: {"role": "assistant", "content": None})
@@ -182,34 +243,53 @@ class _ChoiceBuilder:
     finish_reason: str | None = None
 
     def add(self, choice: dict[str, Any]) -> None:
-        delta = choice.get("delta") or {}
-        for name, value in delta.items():
+        """Apply one chunk's choice; raises OddEvent for parts of other types."""
+        delta = choice.get("delta")
+        if delta is not None and not isinstance(delta, dict):
+            raise OddEvent("a delta that is not an object")
+        for name, value in (delta or {}).items():
+            if value is None:
+                continue
             if name == "content" or name == "refusal":
-                if value is not None:
-                    self.message[name] = (self.message.get(name) or "") + value
+                if not isinstance(value, str):
+                    raise OddEvent(f"delta.{name} is not text")
+                self.message[name] = (self.message.get(name) or "") + value
             elif name == "tool_calls":
-                for call in value or []:
+                if not isinstance(value, list):
+                    raise OddEvent("delta.tool_calls is not a list")
+                for call in value:
                     self._add_tool_call(call)
-            elif value is not None:
+            elif name == "function_call":
+                # The legacy single call streams its arguments in pieces, as tool calls do.
+                self.message[name] = _joined(self.message.get(name) or {}, value)
+            else:
                 self.message[name] = value
-        if choice.get("logprobs"):
+        logprobs = choice.get("logprobs")
+        if logprobs is not None and not isinstance(logprobs, dict):
+            raise OddEvent("logprobs is not an object")
+        if logprobs:
             self.logprobs = self.logprobs or {}
-            for name, items in choice["logprobs"].items():
+            for name, items in logprobs.items():
+                if items is not None and not isinstance(items, list):
+                    raise OddEvent(f"logprobs.{name} is not a list")
                 self.logprobs.setdefault(name, []).extend(items or [])
-        if choice.get("finish_reason"):
-            self.finish_reason = choice["finish_reason"]
+        finish = choice.get("finish_reason")
+        if finish is not None and not isinstance(finish, str):
+            raise OddEvent("finish_reason is not a string")
+        if finish:
+            self.finish_reason = finish
 
-    def _add_tool_call(self, call: dict[str, Any]) -> None:
-        built = self.tool_calls.setdefault(
-            call.get("index", 0), {"id": None, "type": "function", "function": {}}
-        )
+    def _add_tool_call(self, call: Any) -> None:
+        if not isinstance(call, dict) or not is_int(index := call.get("index", 0)):
+            raise OddEvent("a tool call without an integer index")
+        built = self.tool_calls.setdefault(index, {"id": None, "type": "function", "function": {}})
         for name in ("id", "type"):
+            if not optional_str(call.get(name)):
+                raise OddEvent(f"tool_calls.{name} is not a string")
             if call.get(name):
                 built[name] = call[name]
-        function = built["function"]
-        for name, part in (call.get("function") or {}).items():
-            if part is not None:
-                function[name] = function.get(name, "") + part
+        if call.get("function") is not None:
+            built["function"] = _joined(built["function"], call["function"])
 
     def build(self, index: int) -> dict[str, Any]:
         message = dict(self.message)
@@ -224,7 +304,11 @@ class _ChoiceBuilder:
 
 
 class StreamRecorder:
-    """Rebuilds a `chat.completion` from the chunks of a stream as they pass through."""
+    """Rebuilds a `chat.completion` from the chunks of a stream as they pass through.
+
+    It never raises: the relay forwards every byte whatever the chunks hold. A chunk kallm
+    cannot read (an error event, a field of another type) spoils the recording instead, and
+    `answer` gives only an answer `is_cacheable` accepts."""
 
     def __init__(self) -> None:
         self._choices: dict[int, _ChoiceBuilder] = {}
@@ -237,21 +321,36 @@ class StreamRecorder:
         if data == "[DONE]":
             self.done = True
             return
+        if self.broken:
+            return
         try:
-            chunk = json.loads(data)
-            for name in ("id", "created", "model", "system_fingerprint", "service_tier"):
-                if chunk.get(name) is not None:
-                    self._head[name] = chunk[name]
-            if chunk.get("usage"):
-                self._usage = chunk["usage"]
-            for choice in chunk.get("choices") or []:
-                self._choices.setdefault(choice.get("index", 0), _ChoiceBuilder()).add(choice)
-        except (json.JSONDecodeError, AttributeError, TypeError):
-            # An event we cannot read (an error event, say) makes the answer untrustworthy.
+            self._add(stream_event(data))
+        except Exception:
+            # Whatever the event held (bad JSON, odd types, too deep to parse), it spoils
+            # the recording, never the stream.
             self.broken = True
 
+    def _add(self, chunk: Any) -> None:
+        if not isinstance(chunk, dict) or chunk.get("error") is not None:
+            raise OddEvent("an error event, or not an object")
+        for name in ("id", "created", "model", "system_fingerprint", "service_tier"):
+            if chunk.get(name) is not None:
+                self._head[name] = chunk[name]
+        counts = chunk.get("usage")
+        if counts is not None and not isinstance(counts, dict):
+            raise OddEvent("usage is not an object")
+        if counts:
+            self._usage = counts
+        choices = chunk.get("choices")
+        if choices is not None and not isinstance(choices, list):
+            raise OddEvent("choices is not a list")
+        for choice in choices or []:
+            if not isinstance(choice, dict) or not is_int(index := choice.get("index", 0)):
+                raise OddEvent("a choice without an integer index")
+            self._choices.setdefault(index, _ChoiceBuilder()).add(choice)
+
     def answer(self) -> dict[str, Any] | None:
-        """The whole answer, or None unless the stream ended normally."""
+        """The whole answer, or None unless the stream ended normally with one kallm caches."""
         if not self.done or self.broken or not self._choices:
             return None
         completion: dict[str, Any] = {
@@ -261,18 +360,35 @@ class StreamRecorder:
         }
         if self._usage is not None:
             completion["usage"] = self._usage
-        return completion
+        return completion if is_cacheable(completion) else None
 
 
 def estimate_usage(request: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]:
     """Token counts for an answer that came without usage (a stream without include_usage),
     so saved-cost figures are not silently zero."""
-    answer = sum(estimate_tokens(choice.get("message", {})) for choice in completion["choices"])
+    choices = completion.get("choices")
+    messages = (
+        [c.get("message") or {} for c in choices if isinstance(c, dict)]
+        if isinstance(choices, list)
+        else []
+    )
     return {
         "prompt_tokens": estimate_tokens(request.get("messages", [])),
-        "completion_tokens": answer,
+        "completion_tokens": sum(estimate_tokens(message) for message in messages),
         "estimated": True,
     }
+
+
+def usage(request: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]:
+    """The answer's prompt and completion counts; estimated when it has none, or counts
+    that are not counts (a string, a negative or absurd number)."""
+    counts = completion.get("usage")
+    if isinstance(counts, dict):
+        prompt = token_count(counts.get("prompt_tokens"))
+        answer = token_count(counts.get("completion_tokens"))
+        if prompt is not None and answer is not None:
+            return {"prompt_tokens": prompt, "completion_tokens": answer}
+    return estimate_usage(request, completion)
 
 
 class OpenAIChat(OpenAIEndpoint):
@@ -284,16 +400,14 @@ class OpenAIChat(OpenAIEndpoint):
     keyed_request = staticmethod(keyed_request)
     wants_stream = staticmethod(wants_stream)
     is_cacheable = staticmethod(is_cacheable)
+    usage = staticmethod(usage)
     recorder = StreamRecorder
 
     def parse(self, call: Call) -> dict[str, Any]:
         return parse_request(call.body)
 
-    def usage(self, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
-        return answer.get("usage") or estimate_usage(request, answer)
-
     def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
-        return dumps(replay_json(answer))
+        return json_bytes(replay_json(answer))
 
     def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
         return replay_stream(answer, wants_usage(request))

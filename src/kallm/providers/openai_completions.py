@@ -18,13 +18,20 @@ from kallm.providers.base import (
     Call,
     InvalidRequest,
     KeyParts,
-    dumps,
+    OddEvent,
+    distinct_indexes,
     estimate_tokens,
+    is_int,
+    json_bytes,
+    optional_str,
     parse_object,
     split_text,
+    stream_event,
+    token_count,
+    valid_counts,
 )
 from kallm.providers.openai import OpenAIEndpoint
-from kallm.providers.openai_chat import wants_usage
+from kallm.providers.openai_chat import USAGE_COUNTS, wants_usage
 from kallm.sse import event
 
 # Fields that never change the answer. Everything else (suffix, echo, logprobs, best_of and
@@ -102,18 +109,32 @@ def wants_stream(request: dict[str, Any]) -> bool:
     return request.get("stream") is True
 
 
+def _whole_choice(choice: Any) -> bool:
+    """A finished choice whose every part replay_json and replay_stream read has its type."""
+    if not isinstance(choice, dict):
+        return False
+    finish, logprobs = choice.get("finish_reason"), choice.get("logprobs")
+    return (
+        is_int(choice.get("index"))
+        and isinstance(choice.get("text"), str)
+        and isinstance(finish, str)
+        and finish in CACHEABLE_FINISH
+        and (logprobs is None or isinstance(logprobs, dict))
+    )
+
+
 def is_cacheable(completion: dict[str, Any]) -> bool:
+    """A whole `text_completion` of the shape kallm replays: any other answer is relayed
+    unchanged and never stored."""
     choices = completion.get("choices")
     return (
         completion.get("object") == "text_completion"
         and isinstance(choices, list)
         and bool(choices)
-        and all(
-            isinstance(choice, dict)
-            and isinstance(choice.get("text"), str)
-            and choice.get("finish_reason") in CACHEABLE_FINISH
-            for choice in choices
-        )
+        and all(_whole_choice(choice) for choice in choices)
+        and distinct_indexes([choice["index"] for choice in choices])
+        and optional_str(completion.get("model"))
+        and valid_counts(completion.get("usage"), USAGE_COUNTS)
     )
 
 
@@ -183,18 +204,27 @@ class _ChoiceBuilder:
     pieces: list[str] = field(default_factory=list)
 
     def add(self, choice: dict[str, Any]) -> None:
-        if isinstance(choice.get("text"), str):
-            self.pieces.append(choice["text"])
-        logprobs = choice.get("logprobs")
-        if isinstance(logprobs, dict):
+        """Apply one chunk's choice; raises OddEvent for parts of other types."""
+        text, logprobs, finish = (choice.get(n) for n in ("text", "logprobs", "finish_reason"))
+        if not optional_str(text) or not optional_str(finish):
+            raise OddEvent("text or finish_reason is not a string")
+        if logprobs is not None and not isinstance(logprobs, dict):
+            raise OddEvent("logprobs is not an object")
+        if text is not None:
+            self.pieces.append(text)
+        if logprobs is not None:
             self.logprobs = self.logprobs or {}
             for name, value in logprobs.items():
-                if isinstance(value, list):
-                    self.logprobs.setdefault(name, []).extend(value)
-                else:
+                # The per-token lists grow chunk by chunk; other fields keep their last value.
+                kept = self.logprobs.get(name)
+                if isinstance(kept, list) and isinstance(value, list):
+                    kept.extend(value)
+                elif isinstance(value, list):
+                    self.logprobs[name] = list(value)
+                elif value is not None or name not in self.logprobs:
                     self.logprobs[name] = value
-        if choice.get("finish_reason"):
-            self.finish_reason = choice["finish_reason"]
+        if finish:
+            self.finish_reason = finish
 
     def build(self, index: int) -> dict[str, Any]:
         return {
@@ -206,7 +236,8 @@ class _ChoiceBuilder:
 
 
 class StreamRecorder:
-    """Rebuilds a `text_completion` from the chunks of a stream as they pass through."""
+    """Rebuilds a `text_completion` from the chunks of a stream as they pass through. Like
+    the chat recorder it never raises: an odd chunk spoils the recording, not the relay."""
 
     def __init__(self) -> None:
         self._choices: dict[int, _ChoiceBuilder] = {}
@@ -219,23 +250,35 @@ class StreamRecorder:
         if data == "[DONE]":
             self.done = True
             return
+        if self.broken:
+            return
         try:
-            chunk = json.loads(data)
-            if chunk.get("error") is not None:
-                self.broken = True  # an error event mid-stream: the answer is not whole
-                return
-            for name in ("id", "created", "model", "system_fingerprint"):
-                if chunk.get(name) is not None:
-                    self._head[name] = chunk[name]
-            if chunk.get("usage"):
-                self._usage = chunk["usage"]
-            for choice in chunk.get("choices") or []:
-                self._choices.setdefault(choice.get("index", 0), _ChoiceBuilder()).add(choice)
-        except (json.JSONDecodeError, AttributeError, TypeError):
+            self._add(stream_event(data))
+        except Exception:
+            # Whatever the event held, it spoils the recording, never the stream.
             self.broken = True
 
+    def _add(self, chunk: Any) -> None:
+        if not isinstance(chunk, dict) or chunk.get("error") is not None:
+            raise OddEvent("an error event mid-stream, or not an object")
+        for name in ("id", "created", "model", "system_fingerprint"):
+            if chunk.get(name) is not None:
+                self._head[name] = chunk[name]
+        counts = chunk.get("usage")
+        if counts is not None and not isinstance(counts, dict):
+            raise OddEvent("usage is not an object")
+        if counts:
+            self._usage = counts
+        choices = chunk.get("choices")
+        if choices is not None and not isinstance(choices, list):
+            raise OddEvent("choices is not a list")
+        for choice in choices or []:
+            if not isinstance(choice, dict) or not is_int(index := choice.get("index", 0)):
+                raise OddEvent("a choice without an integer index")
+            self._choices.setdefault(index, _ChoiceBuilder()).add(choice)
+
     def answer(self) -> dict[str, Any] | None:
-        """The whole answer, or None unless the stream ended normally."""
+        """The whole answer, or None unless the stream ended normally with one kallm caches."""
         if not self.done or self.broken or not self._choices:
             return None
         completion: dict[str, Any] = {
@@ -245,17 +288,25 @@ class StreamRecorder:
         }
         if self._usage is not None:
             completion["usage"] = self._usage
-        return completion
+        return completion if is_cacheable(completion) else None
 
 
 def usage(request: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]:
+    """The answer's prompt and completion counts; estimated when it has none, or counts
+    that are not counts."""
     counts = completion.get("usage")
-    if isinstance(counts, dict) and isinstance(counts.get("prompt_tokens"), int):
-        return counts
-    texts = [choice.get("text") or "" for choice in completion.get("choices") or []]
+    if isinstance(counts, dict):
+        prompt = token_count(counts.get("prompt_tokens"))
+        answer = token_count(counts.get("completion_tokens"))
+        if prompt is not None and answer is not None:
+            return {"prompt_tokens": prompt, "completion_tokens": answer}
+    choices = completion.get("choices")
+    texts = (
+        [c.get("text") for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
+    )
     return {
         "prompt_tokens": estimate_tokens(request.get("prompt") or ""),
-        "completion_tokens": sum(estimate_tokens(text) for text in texts),
+        "completion_tokens": sum(estimate_tokens(text or "") for text in texts),
         "estimated": True,
     }
 
@@ -276,7 +327,7 @@ class OpenAICompletions(OpenAIEndpoint):
         return parse_request(call.body)
 
     def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
-        return dumps(replay_json(answer))
+        return json_bytes(replay_json(answer))
 
     def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
         return replay_stream(answer, wants_usage(request))

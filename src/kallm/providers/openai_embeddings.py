@@ -12,12 +12,19 @@ different embeddings, and a caller asking for one wants that one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from kallm import keys
-from kallm.providers.base import InvalidRequest, dumps, json_object, parse_object
+from kallm.providers.base import (
+    InvalidRequest,
+    json_bytes,
+    json_object,
+    parse_object,
+    token_count,
+)
 
 ROUTE = "embeddings"
 
@@ -107,18 +114,34 @@ def item_keys(namespace: str, request: EmbeddingsRequest) -> list[keys.CacheKey]
 
 def forwarded_body(request: EmbeddingsRequest, items: Sequence[Item]) -> bytes:
     """The request with only `items` left to embed; every other field as sent."""
-    return dumps({**request.body, "input": list(items)})
+    return json_bytes({**request.body, "input": list(items)})
+
+
+def is_vector(value: Any) -> bool:
+    """An embedding as kallm stores and serves it: a non-empty list of finite numbers (an
+    `encoding_format: float` answer) or a string (base64)."""
+    if isinstance(value, str):
+        return True
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(
+            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+            for x in value
+        )
+    )
 
 
 def read_answer(body: bytes, count: int) -> Answer | None:
     """The items of an upstream answer to `count` inputs, by their `index`; None when the body
-    is not such an answer (then it cannot be split into items or cached)."""
+    is not such an answer (then it cannot be split into items or cached): every item an object
+    with an integer index and an embedding kallm can serve again (see `is_vector`)."""
     answer = json_object(body)
     if answer is None or not isinstance(answer.get("data"), list):
         return None
     by_index: dict[int, dict[str, Any]] = {}
     for item in answer["data"]:
-        if not isinstance(item, dict) or "embedding" not in item:
+        if not isinstance(item, dict) or not is_vector(item.get("embedding")):
             return None
         index = item.get("index")
         if not _is_token(index) or not 0 <= index < count or index in by_index:
@@ -126,10 +149,10 @@ def read_answer(body: bytes, count: int) -> Answer | None:
         by_index[index] = {name: value for name, value in item.items() if name != "index"}
     if len(by_index) != count:
         return None
-    usage = answer.get("usage")
+    usage, model = answer.get("usage"), answer.get("model")
     return Answer(
         items=[by_index[index] for index in range(count)],
-        model=str(answer.get("model") or ""),
+        model=model if isinstance(model, str) else "",
         usage=usage if isinstance(usage, dict) else {},
     )
 
@@ -156,14 +179,15 @@ def usage_shares(items: Sequence[Item], prompt_tokens: int) -> list[int]:
 
 
 def prompt_tokens(usage: dict[str, Any]) -> int:
-    value = usage.get("prompt_tokens")
-    return value if _is_token(value) and value > 0 else 0
+    """The batch's prompt count, or 0 when it is not a count (a string, a negative or an
+    absurd number such as 10**400, which no share of a batch could be computed from)."""
+    return token_count(usage.get("prompt_tokens")) or 0
 
 
 def assemble(items: Sequence[dict[str, Any]], model: str, usage: dict[str, Any]) -> bytes:
     """A response in OpenAI's shape: `items` in the caller's order, indexed again."""
     data = [{**item, "index": index} for index, item in enumerate(items)]
-    return dumps({"object": "list", "data": data, "model": model, "usage": usage})
+    return json_bytes({"object": "list", "data": data, "model": model, "usage": usage})
 
 
 def no_usage() -> dict[str, int]:

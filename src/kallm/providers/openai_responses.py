@@ -11,7 +11,6 @@ that id as `previous_response_id`, and only the upstream's own id resolves there
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,12 +18,18 @@ from kallm.providers.base import (
     Call,
     InvalidRequest,
     KeyParts,
-    dumps,
+    OddEvent,
     estimate_tokens,
+    is_int,
+    json_bytes,
     named_event,
+    optional_str,
     parse_object,
     split_text,
+    stream_event,
     text_content,
+    token_count,
+    valid_counts,
 )
 from kallm.providers.openai import OpenAIEndpoint
 
@@ -117,19 +122,50 @@ def wants_stream(request: dict[str, Any]) -> bool:
     return request.get("stream") is True
 
 
+# The counts `usage` reads; the details objects are kept as sent.
+USAGE_COUNTS = ("input_tokens", "output_tokens", "total_tokens")
+
+
+def _whole_part(part: Any) -> bool:
+    """A message's content part as replay_stream reads it; a refusal is not a whole answer."""
+    kind = part.get("type") if isinstance(part, dict) else None
+    if not isinstance(kind, str):
+        return False
+    if kind == "output_text":
+        return isinstance(part.get("text"), str)
+    return kind != "refusal"
+
+
+def _whole_summary(summary: Any) -> bool:
+    return summary is None or (
+        isinstance(summary, list)
+        and all(isinstance(p, dict) and optional_str(p.get("text")) for p in summary)
+    )
+
+
 def _whole_item(item: Any) -> bool:
-    """An output item that finished and is not a refusal."""
+    """An output item that finished, is not a refusal, and has the parts replays read."""
     if not isinstance(item, dict) or item.get("status", "completed") != "completed":
         return False
-    content = item.get("content") if item.get("type") == "message" else None
-    return not any(isinstance(p, dict) and p.get("type") == "refusal" for p in content or [])
+    kind = item.get("type")
+    if not isinstance(kind, str) or not optional_str(item.get("id")):
+        return False
+    if kind == "message":
+        content = item.get("content")
+        return isinstance(content, list) and all(_whole_part(part) for part in content)
+    if kind == "function_call":
+        return isinstance(item.get("name"), str) and isinstance(item.get("arguments"), str)
+    if kind == "reasoning":
+        return _whole_summary(item.get("summary"))
+    return True
 
 
 def is_cacheable(response: dict[str, Any]) -> bool:
-    """A completed response, not an error, a refusal or a cut-short one. Responses in a
-    `conversation` are never kept: the conversation grows with each turn upstream, so the
-    same request later means something else, and a replay would leave the turn out of it.
-    Background responses are polled by id upstream and are not kept either."""
+    """A completed response, not an error, a refusal or a cut-short one, of the shape kallm
+    replays. Responses in a `conversation` are never kept: the conversation grows with each
+    turn upstream, so the same request later means something else, and a replay would leave
+    the turn out of it. Background responses are polled by id upstream and are not kept
+    either."""
     output = response.get("output")
     return (
         response.get("object") == "response"
@@ -141,6 +177,9 @@ def is_cacheable(response: dict[str, Any]) -> bool:
         and isinstance(output, list)
         and bool(output)
         and all(_whole_item(item) for item in output)
+        and optional_str(response.get("id"))
+        and optional_str(response.get("model"))
+        and valid_counts(response.get("usage"), USAGE_COUNTS)
     )
 
 
@@ -246,7 +285,8 @@ def replay_stream(request: dict[str, Any], response: dict[str, Any]) -> Iterator
 
 class StreamRecorder:
     """Keeps the response a stream completes with. `response.completed` carries the whole
-    response; the stream counts only if nothing failed and its events came in order."""
+    response; the stream counts only if nothing failed and its events came in order. It
+    never raises: an event it cannot read spoils the recording, never the relay."""
 
     def __init__(self) -> None:
         self._response: dict[str, Any] | None = None
@@ -255,45 +295,56 @@ class StreamRecorder:
         self.broken = False
 
     def add(self, data: str) -> None:
-        try:
-            payload = json.loads(data)
-            kind = payload["type"]
-            number = payload.get("sequence_number")
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-            # An event we cannot read makes the answer untrustworthy.
-            self.broken = True
+        if self.broken:
             return
-        if isinstance(number, int):
+        try:
+            self._add(stream_event(data))
+        except Exception:
+            # Bad JSON, an event without a type, odd numbers: the answer is untrustworthy.
+            self.broken = True
+
+    def _add(self, payload: Any) -> None:
+        if not isinstance(payload, dict) or not isinstance(kind := payload.get("type"), str):
+            raise OddEvent("an event without a type")
+        number = payload.get("sequence_number")
+        if number is not None:
             # A repeated or reordered event means pieces may be missing or doubled.
-            self.broken = self.broken or number <= self._last
+            if not is_int(number) or number <= self._last:
+                raise OddEvent("an event out of order")
             self._last = number
         if kind in FAILED_EVENTS:
             self.broken = True
-        elif kind == "response.output_item.done" and isinstance(payload.get("output_index"), int):
+        elif kind == "response.output_item.done" and is_int(payload.get("output_index")):
             self._items[payload["output_index"]] = payload.get("item")
         elif kind == "response.completed":
             response = payload.get("response")
-            self._response = response if isinstance(response, dict) else None
-            self.broken = self.broken or self._response is None
+            if not isinstance(response, dict):
+                raise OddEvent("response.completed without a response")
+            self._response = response
 
     def answer(self) -> dict[str, Any] | None:
-        """The completed response, or None unless the stream completed cleanly."""
+        """The completed response, or None unless the stream completed cleanly with one
+        kallm caches."""
         if self.broken or self._response is None:
             return None
-        output = self._response.get("output")
+        response = self._response
+        output = response.get("output")
         if not output and self._items:
             # Some gateways leave the completed response's output out; the items were done.
-            return {**self._response, "output": [self._items[i] for i in sorted(self._items)]}
-        if self._items and (not isinstance(output, list) or len(output) != len(self._items)):
+            response = {**response, "output": [self._items[i] for i in sorted(self._items)]}
+        elif self._items and (not isinstance(output, list) or len(output) != len(self._items)):
             return None  # the stream and its summary disagree: keep neither
-        return self._response
+        return response if is_cacheable(response) else None
 
 
 def usage(request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    """The answer's input and output counts; estimated when it has none, or counts that
+    are not counts."""
     counts = response.get("usage")
     if isinstance(counts, dict):
-        prompt, completion = counts.get("input_tokens"), counts.get("output_tokens")
-        if isinstance(prompt, int) and isinstance(completion, int):
+        prompt = token_count(counts.get("input_tokens"))
+        completion = token_count(counts.get("output_tokens"))
+        if prompt is not None and completion is not None:
             return {"prompt_tokens": prompt, "completion_tokens": completion}
     asked = [request.get("instructions") or "", request.get("input") or ""]
     return {
@@ -319,7 +370,7 @@ class OpenAIResponses(OpenAIEndpoint):
         return parse_request(call.body)
 
     def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
-        return dumps(replay_response(request, answer))
+        return json_bytes(replay_response(request, answer))
 
     def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
         return replay_stream(request, answer)

@@ -45,7 +45,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "kallm.createSecret" -}}
-{{- if or (and .Values.openai.apiKey (not .Values.openai.existingSecret)) (and .Values.anthropic.apiKey (not .Values.anthropic.existingSecret)) (and .Values.gemini.apiKey (not .Values.gemini.existingSecret)) (and .Values.adminToken.value (not .Values.adminToken.existingSecret)) (and .Values.backendSecret.url (not .Values.backendSecret.existingSecret)) -}}
+{{- if or (and .Values.openai.apiKey (not .Values.openai.existingSecret)) (and .Values.anthropic.apiKey (not .Values.anthropic.existingSecret)) (and .Values.gemini.apiKey (not .Values.gemini.existingSecret)) (and .Values.adminToken.value (not .Values.adminToken.existingSecret)) (and .Values.clientAuth.keys (not .Values.clientAuth.existingSecret)) (and .Values.backendSecret.url (not .Values.backendSecret.existingSecret)) -}}
 true
 {{- end }}
 {{- end }}
@@ -79,4 +79,18 @@ true
 {{- fail (printf "shutdown.delaySeconds + shutdown.graceSeconds (%d) must be below terminationGracePeriodSeconds (%d)" (add $delay $grace) $period) }}
 {{- end }}
 {{- $grace }}
+{{- end }}
+
+{{/* Whether kallm holds a provider key of its own (which callers then spend). */}}
+{{- define "kallm.ownKeys" -}}
+{{- if or .Values.openai.apiKey .Values.openai.existingSecret .Values.anthropic.apiKey .Values.anthropic.existingSecret .Values.gemini.apiKey .Values.gemini.existingSecret -}}
+true
+{{- end }}
+{{- end }}
+
+{{/* Whether callers are identified: client keys, a client keys file, or their pod's IP. */}}
+{{- define "kallm.callersIdentified" -}}
+{{- if or .Values.clientAuth.keys .Values.clientAuth.existingSecret .Values.clientAuth.keysFileSecret.name .Values.policies.namespaceFromPodIP -}}
+true
+{{- end }}
 {{- end }}
