@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import httpx
 from pydantic import SecretStr
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -254,8 +255,16 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
         metrics.entries.set(count)
         return count
 
+    async def not_routed(request: Request, error: Exception) -> Response:
+        """404 and 405 from routing, as JSON in the provider's error shape for the path."""
+        assert isinstance(error, HTTPException)
+        provider = _provider_of(request.url.path)
+        body = provider.error_body(error.status_code, error.detail, "invalid_request_error")
+        return Response(body, error.status_code, error.headers, media_type="application/json")
+
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
     return Starlette(
+        exception_handlers={404: not_routed, 405: not_routed},
         routes=[
             Route("/v1/chat/completions", cached("chat.completions"), methods=["POST"]),
             Route("/v1/completions", cached("completions"), methods=["POST"]),
@@ -279,6 +288,15 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
         ],
         lifespan=lifespan,
     )
+
+
+def _provider_of(path: str) -> Provider:
+    """Whose error shape a path speaks (for kallm's own answers outside a route)."""
+    if path.startswith("/v1/messages"):
+        return AnthropicMessages()
+    if path.startswith(("/v1beta/", "/v1/models/")) and ":" in path:
+        return Gemini()
+    return OpenAIChat()
 
 
 def _passthrough(

@@ -198,9 +198,8 @@ class EmbeddingsProxy:
         headers = upstream.response_headers(sent.headers, decoded=True) | batch.headers
         try:
             prefix = await upstream.read_prefix(sent, ANSWER_LIMIT)
-        except httpx.HTTPError:
-            await sent.aclose()
-            return self._no_answer(batch, 502, "The upstream API broke off its answer.")
+        except upstream.UpstreamFailure as failure:
+            return self._no_answer(batch, failure.status, str(failure))
         if not prefix.whole:
             if not forward.whole:
                 await sent.aclose()

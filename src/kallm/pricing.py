@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from kallm.packaged import load_json
+from kallm.providers.base import token_count
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,7 @@ def token_counts(usage: Any) -> tuple[int, int]:
 
     def count(*names: str) -> int:
         for name in names:
-            value = usage.get(name)
-            if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**12:
+            if (value := token_count(usage.get(name))) is not None:
                 return value
         return 0
 

@@ -182,10 +182,8 @@ class CacheProxy:
             )
         try:
             answer = await upstream.read_prefix(sent, self._settings.max_answer_size)
-        except httpx.HTTPError:
-            await sent.aclose()
-            message = "The upstream API broke off its answer."
-            return self._no_answer(started, 502, message, outcome, namespace)
+        except upstream.UpstreamFailure as failure:
+            return self._no_answer(started, failure.status, str(failure), outcome, namespace)
         similarity = found.nearest.similarity if found.nearest else None
         if not answer.whole:
             # Too large to cache: relayed as it comes, never held whole in memory.

@@ -179,15 +179,25 @@ class Prefix:
 
 async def read_prefix(response: httpx.Response, limit: int) -> Prefix:
     """The body if it is at most `limit` bytes, else the pieces read so far and the rest to
-    relay (raises httpx.HTTPError when the upstream breaks off)."""
+    relay. Raises UpstreamFailure (the response closed) when the upstream breaks off (502)
+    or goes silent for longer than the read timeout (504)."""
     pieces: list[bytes] = []
     size = 0
     stream = response.aiter_bytes().__aiter__()
-    async for piece in stream:
-        pieces.append(piece)
-        size += len(piece)
-        if size > limit:
-            return Prefix(b"".join(pieces), whole=False, rest=stream)
+    try:
+        async for piece in stream:
+            pieces.append(piece)
+            size += len(piece)
+            if size > limit:
+                return Prefix(b"".join(pieces), whole=False, rest=stream)
+    except httpx.HTTPError as error:
+        await response.aclose()
+        where = origin(response.request.url)
+        if isinstance(error, httpx.TimeoutException):
+            raise UpstreamFailure(
+                504, f"The upstream API at {where} stopped sending its answer (timed out)."
+            ) from None
+        raise UpstreamFailure(502, f"The upstream API at {where} broke off its answer.") from None
     return Prefix(b"".join(pieces), whole=True)
 
 
