@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from kallm import keys, upstream
-from kallm.auth import TENANT_PATTERN, ClientKeys
+from kallm.auth import TENANT_PATTERN, ClientKeys, Presented, credentials
 from kallm.providers.base import loads
 from kallm.providers.openai import error_body
 from kallm.providers.openai_chat import parse_request
@@ -191,13 +191,15 @@ def _warm_target(request: Request) -> str | None:
     that header, from that tenant, presenting that credential would have it; None when none
     is given. Raises ValueError."""
     params = request.query_params
-    tenant, credential = params.get("tenant"), request.headers.get(WARM_KEY_HEADER)
-    if params.get("namespace") is None and tenant is None and credential is None:
+    tenant, key = params.get("tenant"), request.headers.get(WARM_KEY_HEADER)
+    if params.get("namespace") is None and tenant is None and key is None:
         return None
     if tenant is not None and not TENANT_PATTERN.fullmatch(tenant):
         raise ValueError("tenant: 1-63 letters, digits and ._- starting with a letter or digit")
     try:
-        return keys.namespace(params.get("namespace"), credential or None, tenant)
+        # The credential of a caller that presents this key and nothing else.
+        credential = credentials(Presented([("x-api-key", key)], [])) if key else None
+        return keys.namespace(params.get("namespace"), credential, tenant)
     except keys.InvalidNamespace as error:
         raise ValueError(str(error)) from None
 

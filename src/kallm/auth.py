@@ -231,7 +231,8 @@ def credentials(presented: Presented) -> str | None:
     }
     values |= {value for name, value in presented.query if upstream.is_credential_param(name)}
     values.discard("")
-    return "\n".join(sorted(values)) if values else None
+    # JSON keeps the set unambiguous: no value can pass for two (a query value may hold "\n").
+    return json.dumps(sorted(values)) if values else None
 
 
 def bare_key(value: str) -> str:

@@ -161,6 +161,8 @@ def test_every_credential_divides_and_nothing_else_does():
         of([("authorization", "Bearer k"), ("cookie", "session=1")]),
     }
     assert None not in seen and len(seen) == 8
+    # No value passes for two.
+    assert of([], [("access_token", "a\nb")]) != of([("cookie", "a")], [("access_token", "b")])
     # One key, wherever it is sent, is one credential.
     assert of([("authorization", "Bearer k")]) == of([("x-api-key", "k")]) == of([], [("key", "k")])
 
