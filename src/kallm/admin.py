@@ -151,7 +151,7 @@ class Admin:
         namespace = target or row.get("namespace") or keys.DEFAULT_NAMESPACE
         if not isinstance(namespace, str) or len(namespace) > 256:
             raise ValueError("namespace must be a string")
-        return proxy, payload, row["response"], namespace, min(float(ttl), self._max_ttl)
+        return proxy, payload, row["response"], namespace, float(min(ttl, self._max_ttl))
 
     def _warnings(self, places: dict[str, int], unkeyed: set[str]) -> list[str]:
         """What makes warmed entries unreachable, said rather than left to be discovered."""

@@ -44,7 +44,7 @@ class Gate:
         """Raises Refused. `own_key`: kallm sends its own provider key for this request, so
         the caller's credentials stay behind and do not divide the cache."""
         try:
-            upstream.check_path(request.scope.get("raw_path") or request.url.path.encode())
+            upstream.check_path(upstream.raw_path(request.scope).encode("latin-1"))
         except upstream.UnsafePath as error:
             raise Refused(400, str(error), "invalid_request_error") from None
         seen = presented_by(request.headers.raw, request.query_params.multi_items())

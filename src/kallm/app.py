@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import sys
 import time
@@ -258,7 +259,7 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
     async def not_routed(request: Request, error: Exception) -> Response:
         """404 and 405 from routing, as JSON in the provider's error shape for the path."""
         assert isinstance(error, HTTPException)
-        provider = _provider_of(request.url.path)
+        provider = _provider_of(request.method, request.url.path)
         body = provider.error_body(error.status_code, error.detail, "invalid_request_error")
         return Response(body, error.status_code, error.headers, media_type="application/json")
 
@@ -290,11 +291,14 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
     )
 
 
-def _provider_of(path: str) -> Provider:
-    """Whose error shape a path speaks (for kallm's own answers outside a route)."""
-    if path.startswith("/v1/messages"):
+def _provider_of(method: str, path: str) -> Provider:
+    """Whose error shape a (decoded) path speaks, as the routes below divide them, for
+    kallm's own answers when no route matches."""
+    if path == "/v1/messages" or path.startswith("/v1/messages/"):
         return AnthropicMessages()
-    if path.startswith(("/v1beta/", "/v1/models/")) and ":" in path:
+    if path.startswith("/v1beta/") or (
+        method == "POST" and re.fullmatch(r"/v1/models/[^/]+", path)
+    ):
         return Gemini()
     return OpenAIChat()
 

@@ -46,10 +46,8 @@ class Passthrough:
         try:
             caller = self._gate.admit(request, "passthrough", own_key, cached=False)
             # The path as received (still percent-encoded), so what was checked is what goes.
-            raw_path = (request.scope.get("raw_path") or request.url.path.encode()).decode(
-                "latin-1"
-            )
-            url = upstream.target_url(self._base_url, raw_path.removeprefix(self._strip))
+            path = upstream.raw_path(request.scope).removeprefix(self._strip)
+            url = upstream.target_url(self._base_url, path)
         except (Refused, upstream.UnsafePath) as error:
             status, kind = (
                 (error.status, error.kind)
@@ -66,8 +64,12 @@ class Passthrough:
                 self._client,
                 self._client.build_request(
                     request.method,
-                    url,
-                    params=upstream.query(str(caller.query), own_key=own_key),
+                    url.copy_with(
+                        query=upstream.forwarded_query(
+                            request.scope.get("query_string", b""), caller.query.keys(), own_key
+                        )
+                        or None
+                    ),
                     headers=upstream.request_headers(caller.headers, self._auth, decoded=False),
                     content=request.stream() if has_body else None,
                 ),

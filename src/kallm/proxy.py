@@ -133,7 +133,8 @@ class CacheProxy:
             return self._invalid(
                 started, 413, "The request body is too large.", "request_too_large"
             )
-        call = Call(body, request.url.path, request.path_params, caller.query, caller.headers)
+        path = upstream.raw_path(request.scope)
+        call = Call(body, path, request.path_params, caller.query, caller.headers)
         local = self._policies.get(keys.scope(namespace)) or NO_POLICY
         try:
             rules = self._core.ttl_rules(request.headers, local)
@@ -162,9 +163,13 @@ class CacheProxy:
 
         outcome = "MISS" if rules.lookup else "BYPASS"
         try:
-            sent = await upstream.send(
-                self._client, provider.upstream_request(self._client, call, self._target, payload)
+            outgoing = provider.upstream_request(self._client, call, self._target, payload)
+        except (upstream.UnsafePath, httpx.InvalidURL) as error:
+            return self._invalid(
+                started, 400, f"Not a URL kallm can send: {error}", "invalid_request_error"
             )
+        try:
+            sent = await upstream.send(self._client, outgoing)
         except upstream.UpstreamFailure as failure:
             return self._no_answer(started, failure.status, str(failure), outcome, namespace)
 

@@ -13,6 +13,7 @@ bypassed MISSes went from 360-620 to 1,450-1,800 req/s (bench/forward_bench.py).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import ssl
@@ -22,6 +23,8 @@ from typing import Any
 import aiohttp
 import certifi
 import httpx
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -54,6 +57,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 # rather than depend on the image having system CA certificates.
                 ssl=ssl.create_default_context(cafile=certifi.where()),
             )
+            handler = functools.partial(_Handler, loop=asyncio.get_running_loop())
+            connector._factory = handler  # type: ignore[assignment]  # a subclass
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -99,6 +104,21 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+class _Handler(ResponseHandler):
+    """aiohttp's connection protocol, except that a body that fails to parse (a chunk size
+    that is no number, say) fails the body's reader too. aiohttp 3.14 records that error on
+    the protocol alone, and when the upstream then closes the connection, a reader waiting
+    for the body may be left waiting for ever, its read timeout dropped with the error."""
+
+    def set_exception(self, exc: BaseException, *args: Any) -> None:
+        payload = self._payload
+        super().set_exception(exc, *args)
+        # Only a parse error: aiohttp itself hands a read timeout or a lost connection on.
+        unhandled = isinstance(exc, HttpProcessingError)
+        if unhandled and payload is not None and not payload.is_eof() and not payload.exception():
+            payload.set_exception(aiohttp.ClientPayloadError(f"unreadable body: {exc}"))
 
 
 class _Body(httpx.AsyncByteStream):

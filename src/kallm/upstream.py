@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import unquote, unquote_plus
 
 import httpx
 
@@ -61,6 +61,15 @@ class UnsafePath(ValueError):
     """A request path that could leave the upstream's base path."""
 
 
+def raw_path(scope: Mapping[str, object]) -> str:
+    """A request's path as it was sent, still percent-encoded (ASGI's `raw_path`): what goes
+    upstream is what was checked, byte for byte."""
+    raw = scope.get("raw_path")
+    if isinstance(raw, bytes):
+        return raw.decode("latin-1")
+    return str(scope.get("path", "/"))
+
+
 def check_path(raw_path: bytes) -> None:
     """Refuse a path with a dot segment or an encoded slash or backslash, encoded once or
     more: after decoding, upstream or a proxy before it could resolve it outside the base
@@ -107,23 +116,26 @@ def bearer(api_key: str | None) -> dict[str, str] | None:
 
 def request_headers(
     headers: Mapping[str, str], auth: Mapping[str, str] | None, *, decoded: bool
-) -> dict[str, str]:
-    """Client headers to send upstream. kallm's own headers and Cache-Control are for kallm.
-    With `auth` (kallm's own key, in the provider's header), it replaces the client's keys.
-    With `decoded`, kallm will read the body itself, so it asks for an unencoded one."""
-    out = {
-        name: value
+) -> list[tuple[bytes, bytes]]:
+    """Client headers to send upstream, repeats kept and values as the bytes they came as
+    (HTTP allows any octet from 0x80 up; Starlette reads them as latin-1). kallm's own
+    headers and Cache-Control are for kallm. With `auth` (kallm's own key, in the provider's
+    header), it replaces the client's credentials. With `decoded`, kallm will read the body
+    itself, so it asks for an unencoded one."""
+    replaced = {*(auth or {}), *(["accept-encoding"] if decoded else [])}
+    out = [
+        (name, value)
         for name, value in headers.items()
         if name not in _NOT_FORWARDED
+        and name not in replaced
         and not name.startswith("x-kallm-")
         and (name != "cache-control" or not decoded)
         and (auth is None or not is_credential_header(name))
-    }
-    if auth is not None:
-        out.update(auth)
+    ]
+    out += list((auth or {}).items())
     if decoded:
-        out["accept-encoding"] = "identity"
-    return out
+        out.append(("accept-encoding", "identity"))
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in out]
 
 
 def query(raw: str, own_key: bool) -> httpx.QueryParams:
@@ -134,6 +146,18 @@ def query(raw: str, own_key: bool) -> httpx.QueryParams:
         for name in {name for name in params if is_credential_param(name)}:
             params = params.remove(name)
     return params
+
+
+def forwarded_query(raw: bytes, kept: Collection[str], own_key: bool) -> bytes:
+    """A query string as it was sent, byte for byte, less the parameters admission took out
+    (those not in `kept`: a kallm key sent as `?key=`) and, when kallm sends its own key, the
+    caller's credentials."""
+    out = []
+    for piece in raw.split(b"&"):
+        name = unquote_plus(piece.partition(b"=")[0].decode("latin-1"), errors="replace")
+        if piece and name in kept and not (own_key and is_credential_param(name)):
+            out.append(piece)
+    return b"&".join(out)
 
 
 def response_headers(headers: httpx.Headers, *, decoded: bool) -> dict[str, str]:

@@ -222,6 +222,31 @@ async def test_a_body_cut_short_is_a_protocol_error():
             await client.get(f"http://127.0.0.1:{port}/")
 
 
+async def test_an_unreadable_chunk_after_the_head_is_a_protocol_error():
+    # The head arrives first, then a chunk size that is no number, then the close: aiohttp
+    # alone would leave the body's reader waiting for ever.
+    head_read = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await head_read.wait()
+        writer.write(b"zz\r\n{}\r\n0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, upstream_client(settings()) as client:
+        request = client.build_request("GET", f"http://127.0.0.1:{port}/")
+        response = await client.send(request, stream=True)
+        head_read.set()
+        with pytest.raises(httpx.RemoteProtocolError):
+            await asyncio.wait_for(response.aread(), 10)
+        await response.aclose()
+
+
 async def test_a_refused_connection_is_a_connect_error():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

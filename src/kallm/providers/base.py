@@ -45,7 +45,8 @@ class Call:
     parameters (Gemini names the model and the method there)."""
 
     body: bytes
-    path: str  # the URL path as received, e.g. /v1beta/models/gemini-2.5-flash:generateContent
+    # The URL path as received, still percent-encoded: /v1beta/models/gemini-2.5-flash:...
+    path: str
     params: Mapping[str, str]
     query: Mapping[str, str]
     headers: Mapping[str, str]  # case-insensitive (Starlette's Headers)
@@ -155,7 +156,10 @@ def loads(body: bytes) -> Any:
     (text that cannot be written back as UTF-8). Costs one pass: for large bodies call it
     off the event loop."""
     try:
-        value = json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+        # JSON is UTF-8 (RFC 8259 section 8.1): not UTF-16 or 32, which json.loads would take
+        # from bytes, nor UTF-8-encoded surrogates, which Python's strict codec refuses.
+        text = body.decode("utf-8")
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
         raise NotJSON(f"it nests deeper than {MAX_DEPTH} levels") from None
     except (UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError

@@ -420,7 +420,7 @@ class Gemini:
     ) -> httpx.Request:
         return client.build_request(
             "POST",
-            f"{target.base_url}{call.path}",
+            upstream.target_url(target.base_url, call.path),
             # alt=sse stays; Starlette's QueryParams prints every pair as sent.
             params=upstream.query(str(call.query), own_key=target.api_key is not None),
             headers=upstream.request_headers(call.headers, self.auth(target.api_key), decoded=True),
