@@ -47,7 +47,7 @@ class Gate:
             upstream.check_path(upstream.raw_path(request.scope).encode("latin-1"))
         except upstream.UnsafePath as error:
             raise Refused(400, str(error), "invalid_request_error") from None
-        seen = presented_by(request.headers.raw, request.query_params.multi_items())
+        seen = original = presented_by(request.headers.raw, request.query_params.multi_items())
         check_unambiguous(seen)
         client = None
         if self.clients is not None:
@@ -63,6 +63,8 @@ class Gate:
                 )
             except keys.InvalidNamespace as error:
                 raise Refused(400, str(error), "invalid_request_error") from None
+        if seen is original:  # nothing taken out: the request's own, not rebuilt
+            return Caller(request.headers, request.query_params, client, namespace)
         raw = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in seen.headers]
         return Caller(Headers(raw=raw), QueryParams(list(seen.query)), client, namespace)
 

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from kallm import upstream
-from kallm.providers.base import Call, Upstream, json_object
+from kallm.providers.base import Call, OddEvent, Upstream, is_int, json_object
 
 
 def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> bytes:
@@ -45,3 +45,26 @@ class OpenAIEndpoint:
 
     def error_body(self, status: int, message: str, kind: str) -> bytes:
         return error_body(message, kind)
+
+
+def read_chunk(
+    chunk: Any, head_names: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, Any] | None, list[tuple[int, dict[str, Any]]]]:
+    """One chunk of a chat or completions stream: its head fields (id, model...), its usage
+    (or None) and its choices by index. Raises OddEvent for a chunk of other types (an error
+    event, a non-object usage or choice, an index that is not an integer)."""
+    if not isinstance(chunk, dict) or chunk.get("error") is not None:
+        raise OddEvent("an error event, or not an object")
+    head = {name: chunk[name] for name in head_names if chunk.get(name) is not None}
+    counts = chunk.get("usage")
+    if counts is not None and not isinstance(counts, dict):
+        raise OddEvent("usage is not an object")
+    choices = chunk.get("choices")
+    if choices is not None and not isinstance(choices, list):
+        raise OddEvent("choices is not a list")
+    indexed = []
+    for choice in choices or []:
+        if not isinstance(choice, dict) or not is_int(index := choice.get("index", 0)):
+            raise OddEvent("a choice without an integer index")
+        indexed.append((index, choice))
+    return head, counts or None, indexed

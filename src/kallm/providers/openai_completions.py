@@ -30,7 +30,7 @@ from kallm.providers.base import (
     token_count,
     valid_counts,
 )
-from kallm.providers.openai import OpenAIEndpoint
+from kallm.providers.openai import OpenAIEndpoint, read_chunk
 from kallm.providers.openai_chat import USAGE_COUNTS, wants_usage
 from kallm.sse import event
 
@@ -259,22 +259,11 @@ class StreamRecorder:
             self.broken = True
 
     def _add(self, chunk: Any) -> None:
-        if not isinstance(chunk, dict) or chunk.get("error") is not None:
-            raise OddEvent("an error event mid-stream, or not an object")
-        for name in ("id", "created", "model", "system_fingerprint"):
-            if chunk.get(name) is not None:
-                self._head[name] = chunk[name]
-        counts = chunk.get("usage")
-        if counts is not None and not isinstance(counts, dict):
-            raise OddEvent("usage is not an object")
+        head, counts, choices = read_chunk(chunk, ("id", "created", "model", "system_fingerprint"))
+        self._head.update(head)
         if counts:
             self._usage = counts
-        choices = chunk.get("choices")
-        if choices is not None and not isinstance(choices, list):
-            raise OddEvent("choices is not a list")
-        for choice in choices or []:
-            if not isinstance(choice, dict) or not is_int(index := choice.get("index", 0)):
-                raise OddEvent("a choice without an integer index")
+        for index, choice in choices:
             self._choices.setdefault(index, _ChoiceBuilder()).add(choice)
 
     def answer(self) -> dict[str, Any] | None:
