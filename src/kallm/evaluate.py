@@ -22,6 +22,7 @@ from typing import Any, Literal
 from kallm import keys, policy
 from kallm.app import UNCALIBRATED_THRESHOLD, decide_defaults, load_verifier
 from kallm.embedders import LocalEmbedder
+from kallm.match.canonical import canonical, exact_form
 from kallm.match.matcher import Candidate, Matcher
 from kallm.match.verifier import Verifier
 from kallm.proxy import Decision
@@ -160,14 +161,14 @@ def _plan_pairs(rows: Sequence[dict[str, Any]]) -> Plan:
 
 def _plan_cache(rows: Sequence[dict[str, Any]]) -> Plan:
     cached: list[tuple[str, str, str]] = []
-    ids: dict[str, str] = {}  # normalized origin -> entry id; a repeat would replace the entry
+    ids: dict[str, str] = {}  # origin's exact form -> entry id; a repeat would replace the entry
     asks: list[Ask] = []
     for i, row in enumerate(rows):
         origin = str(row["origin"])
         correct = None
         if i % 2 == 0:
-            if (found := ids.get(keys.normalize(origin))) is None:
-                found = ids[keys.normalize(origin)] = str(i)
+            if (found := ids.get(exact_form(canonical(origin)))) is None:
+                found = ids[exact_form(canonical(origin))] = str(i)
                 cached.append(("cache", found, origin))
             correct = found
         similar = row["similar"]
@@ -249,7 +250,9 @@ async def score(job: Plan, verifier: Verifier | None) -> tuple[list[Result], int
     """Every asked prompt's exact hit or candidates (floor 0), and how many texts were too
     long to embed. Uses the server's classes; the embedder's pool runs two texts at a time."""
     embedder = await asyncio.to_thread(LocalEmbedder)
-    texts = list(dict.fromkeys([t for _, _, t in job.cached] + [a.text for a in job.asks]))
+    # Texts are embedded in the canonical form the server embeds (keys.cache_keys).
+    every = [t for _, _, t in job.cached] + [a.text for a in job.asks]
+    texts = list(dict.fromkeys(map(canonical, every)))
     progress = Progress("embedded", len(texts))
 
     async def embed(text: str) -> Vector | None:
@@ -286,17 +289,19 @@ async def score(job: Plan, verifier: Verifier | None) -> tuple[list[Result], int
         matcher = Matcher(store, embedder.name, verifier)
         for entry_id, text in entries:
             key = keys.cache_key(namespace, "chat.completions", {}, None, text)
+            assert key.text is not None
             entry = Entry(
-                entry_id, namespace, key.partition, key.exact, text, vectors[text], **fixed
+                entry_id, namespace, key.partition, key.exact, key.text, vectors[key.text], **fixed
             )
             await store.put(entry)
         for index in asked:
             ask = job.asks[index]
             key = keys.cache_key(namespace, "chat.completions", {}, None, ask.text)
+            assert key.text is not None
             exact = await store.get_exact(namespace, key.exact, now)
             found: list[Candidate] = []
-            if exact is None and (vector := vectors[ask.text]) is not None:
-                found = await matcher.candidates(namespace, key.partition, ask.text, vector, 0, now)
+            if exact is None and (vector := vectors[key.text]) is not None:
+                found = await matcher.candidates(namespace, key.partition, key.text, vector, 0, now)
             scored = tuple(Scored(c.entry.id, c.similarity, c.probability) for c in found)
             results[index] = Result(ask.correct, exact.id if exact else None, scored)
             progress.tick()

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kallm.match.canonical import canonical, exact_form
+
 NAMESPACE_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 DEFAULT_NAMESPACE = "default"
 
@@ -79,18 +81,16 @@ def peer(namespace: str, other_scope: str) -> str:
     return name + at + key_hash
 
 
-def normalize(text: str) -> str:
-    """Whitespace differences never change an answer; case and punctuation might."""
-    return " ".join(text.split())
-
-
 def cache_keys(
     namespaces: Sequence[str], route: str, context: dict[str, Any], final: Any, text: str | None
 ) -> list[CacheKey]:
     """One request's key in each of `namespaces` (a request can look in the namespaces that
-    share with its own); the partition does not depend on the namespace."""
+    share with its own); the partition does not depend on the namespace. The text is taken
+    in its canonical form, which is what is stored, embedded and compared."""
     partition = digest({"route": route, "context": context})
-    exact_part = normalize(text) if text is not None else final
+    if text is not None:
+        text = canonical(text)
+    exact_part = exact_form(text) if text is not None else final
     return [
         CacheKey(
             namespace=namespace,

@@ -607,3 +607,11 @@ def test_namespaces_whose_policies_share_serve_each_other(upstream):
     assert shared.headers["x-kallm-cache"] == "PARTIAL"
     assert private.headers["x-kallm-cache"] == "MISS"
     assert upstream.inputs == [["a"], ["b"], ["a"]]
+
+
+@pytest.mark.parametrize(
+    ("value", "servable"),
+    [([0.5, -1, 2], True), ("AAAA", True), ([], False), ([True], False), ([10**400], False)],
+)
+def test_an_embedding_is_stored_only_when_it_can_be_served_again(value, servable):
+    assert wire.is_vector(value) is servable

@@ -13,6 +13,7 @@ different embeddings, and a caller asking for one wants that one.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -122,14 +123,16 @@ def is_vector(value: Any) -> bool:
     `encoding_format: float` answer) or a string (base64)."""
     if isinstance(value, str):
         return True
-    return (
-        isinstance(value, list)
-        and bool(value)
-        and all(
-            isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-            for x in value
-        )
-    )
+    return isinstance(value, list) and bool(value) and all(map(_finite_number, value))
+
+
+def _finite_number(value: Any) -> bool:
+    """A JSON number a float can hold (an integer past 1e308 makes `isfinite` raise)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return abs(value) <= sys.float_info.max
 
 
 def read_answer(body: bytes, count: int) -> Answer | None:
