@@ -1,5 +1,6 @@
-"""What the verifier adds to a semantic HIT: the time to score one candidate, against the
-time to embed the prompt (which every semantic lookup pays anyway), in one process.
+"""What the verifier adds to a semantic HIT: the time to score one candidate (guards and the
+pair model), against the time to embed the prompt (which every semantic lookup pays anyway),
+in one process.
 
     .venv/bin/python bench/verifier_bench.py
 """
@@ -36,14 +37,13 @@ def median_ms(action, repeats: int = 300) -> float:
 
 def main() -> None:
     embedder, verifier = LocalEmbedder(), Verifier.load()
-    vectors = {text: embedder.embed_sync(text) for pair in PAIRS for text in pair}
     print(f"{'pair':<48} {'embed ms':>9} {'verify ms':>10} {'ratio':>6}")
     for cached, asked in PAIRS:
         embed = median_ms(lambda asked=asked: embedder.embed_sync(asked), 100)
 
         def verify_once(c: str = cached, a: str = asked) -> None:
             analyse.cache_clear()  # a new prompt is analysed afresh
-            verifier.probability(c, a, vectors[c], vectors[a])
+            verifier.probability_sync(c, a)
 
         verify = median_ms(verify_once)
         print(f"{asked[:48]:<48} {embed:>9.2f} {verify:>10.3f} {verify / embed:>6.2f}")

@@ -1,35 +1,41 @@
 """The precision/recall table in the README: `kallm eval` on each report set.
 
-Sets: QQP validation (the question-disjoint 20% of ../shared/data/qqp_dev.jsonl that
-train_verifier.py never sees), MRPC validation, eval/data/nearmiss_test.jsonl and the cache
-simulation eval/data/cache_sim.jsonl. Each set's report.json and pr_curve.png go to OUT/<set>/.
+Sets: QQP validation (the question-disjoint 20% of qqp_dev.jsonl that training never sees:
+training/splits.py), MRPC validation, eval/data/nearmiss_test.jsonl and the cache simulation
+eval/data/cache_sim.jsonl. Each set's report.json and pr_curve.png go to OUT/<set>/. The
+labelled pairs come from --shared (default: ../shared/data beside the checkout); the plots
+need the `eval` extra (pip install -e '.[eval]'), the table does not.
 
-    .venv/bin/python eval/report.py [--out eval/results]     # about 5 minutes
+    .venv/bin/python eval/report.py [--shared DIR] [--out eval/results]     # about 10 minutes
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from train_verifier import HERE, SHARED, read, split_qqp
-
 from kallm.evaluate import eval_command
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "training"))
+from splits import read, split_qqp  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument("--shared", type=Path, default=HERE.parents[1] / "shared" / "data")
     args = parser.parse_args()
     data = args.out / "data"
     data.mkdir(parents=True, exist_ok=True)
     qqp_val = data / "qqp_val.jsonl"
-    rows = split_qqp(read(SHARED / "qqp_dev.jsonl"))["val"]
+    rows = split_qqp(read(args.shared / "qqp_dev.jsonl"))["val"]
     qqp_val.write_text("".join(json.dumps(row) + "\n" for row in rows))
     sets = {
         "qqp_val": qqp_val,
-        "mrpc_val": SHARED / "mrpc_val.jsonl",
+        "mrpc_val": args.shared / "mrpc_val.jsonl",
         "nearmiss_test": HERE / "data" / "nearmiss_test.jsonl",
         "cache_sim": HERE / "data" / "cache_sim.jsonl",
     }

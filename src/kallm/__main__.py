@@ -23,6 +23,8 @@ SETTING_HELP = {
     "verifier": "turn the verifier off: semantic hits are decided by similarity alone",
     "verifier_threshold": "minimum verifier probability for a semantic hit, 0-1 "
     "(default: calibrated)",
+    "verifier_model": "folder with a retrained pair_model.onnx and pair_model.json "
+    "(default: the model shipped in the package)",
     "cache_ttl": "how long an answer stays cached: 90s, 30m, 24h, 1h30m (default 24h)",
     "max_cache_size": "most entries kept; least recently used go first (default 10000)",
     "embedding_model": "all-MiniLM-L6-v2 (local, default) or openai:<model> / text-embedding-*",
@@ -110,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     calibrate = commands.add_parser(
         "calibrate",
         help="find the thresholds that reach a target precision on your prompts",
-        description="Find the similarity threshold (0.70-0.99) and verifier threshold (0-1) "
+        description="Find the similarity threshold (0.50-0.99) and verifier threshold (0-1) "
         "with the highest recall whose precision reaches the target, and print them as "
         "environment variables for kallm serve. Exits 1 when no setting reaches it. " + formats,
     )

@@ -126,7 +126,8 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
         client = upstream_client(settings, parts.transport)
         store = parts.store or await open_store(settings.backend, settings.max_cache_size)
         embedder = parts.embedder or await _default_embedder(settings, client, api_key)
-        verifier = load_verifier(settings, embedder.name)
+        # Building the pair model's session takes a moment of CPU: off the event loop.
+        verifier = await asyncio.to_thread(load_verifier, settings, embedder.name)
         decision = decide_defaults(settings, verifier)
         matcher = Matcher(store, embedder.name, verifier)
         async with _watching_cluster(settings, parts) as pod_namespace:
@@ -167,6 +168,8 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
                 running.clear()
                 await client.aclose()
                 await embedder.close()
+                if verifier is not None:
+                    verifier.close()
                 await store.close()
 
     def cached(route: str) -> Callable[[Request], Awaitable[Response]]:
@@ -329,7 +332,7 @@ def load_verifier(settings: Settings, embedding_model: str) -> Verifier | None:
     """The verifier, when it is on and was trained with this embedding model."""
     if not settings.verifier:
         return None
-    verifier = Verifier.load()
+    verifier = Verifier.load(settings.verifier_model)
     if verifier.calibration.embedding_model != embedding_model:
         log.warning(
             "verifier off: it was trained with %s, not %s; HITs are decided by similarity alone",

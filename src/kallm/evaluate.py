@@ -32,7 +32,7 @@ from kallm.storage.base import Entry, Vector
 
 Kind = Literal["pairs", "cache"]
 STEPS = [round(i / 100, 2) for i in range(101)]  # 0.00 .. 1.00; rounded so 0.84 is 0.84
-GRID_THRESHOLDS = [round(0.70 + i / 100, 2) for i in range(30)]  # 0.70 .. 0.99
+GRID_THRESHOLDS = [round(0.50 + i / 100, 2) for i in range(50)]  # 0.50 .. 0.99
 GRID = [(t, p) for t in GRID_THRESHOLDS for p in STEPS]
 PRECISION_TARGETS = (0.95, 0.90)
 FOREVER = 100 * 365 * 86400.0  # entries must not expire during a run

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     verifier_threshold: Annotated[
         float | None, _env("KALLM_VERIFIER_THRESHOLD"), Field(ge=0, le=1)
     ] = None
+    # A folder with a retrained pair_model.onnx and pair_model.json (training/README.md).
+    verifier_model: Annotated[Path | None, _env("KALLM_VERIFIER_MODEL")] = None
     cache_ttl: Annotated[float, _env("KALLM_CACHE_TTL")] = 24 * 3600.0
     max_cache_size: Annotated[int, _env("KALLM_MAX_CACHE_SIZE"), Field(ge=1)] = 10_000
     embedding_model: Annotated[str, _env("KALLM_EMBEDDING_MODEL")] = DEFAULT_LOCAL_MODEL

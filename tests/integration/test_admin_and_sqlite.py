@@ -53,14 +53,15 @@ def test_entries_can_be_listed_deleted_and_cleared(sqlite_kallm, make_caller, up
         proxy, "GET", "/admin/entries", headers=AUTH, params={"namespace": caller.namespace}
     ).json()
     prompts = {e["prompt"]: e for e in listed["entries"]}
-    assert set(prompts) == {"What is the speed of light?", "How tall is Mount Everest?"}
+    # Listed as kallm compares them: in canonical form, without the final punctuation.
+    assert set(prompts) == {"What is the speed of light", "How tall is Mount Everest"}
     assert {"id", "namespace", "model", "created", "last_hit", "hits", "expires"} <= prompts[
-        "How tall is Mount Everest?"
+        "How tall is Mount Everest"
     ].keys()
     found = admin(proxy, "GET", "/admin/entries", headers=AUTH, params={"q": "everest"}).json()
-    assert [e["prompt"] for e in found["entries"]] == ["How tall is Mount Everest?"]
+    assert [e["prompt"] for e in found["entries"]] == ["How tall is Mount Everest"]
 
-    bad = prompts["How tall is Mount Everest?"]["id"]
+    bad = prompts["How tall is Mount Everest"]["id"]
     assert admin(proxy, "DELETE", f"/admin/entries/{bad}", headers=AUTH).json() == {"deleted": True}
     assert admin(proxy, "DELETE", f"/admin/entries/{bad}", headers=AUTH).status_code == 404
     assert caller.chat("How tall is Mount Everest?").cache == "MISS"

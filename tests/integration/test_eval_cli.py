@@ -88,7 +88,7 @@ def test_eval_writes_report_and_plot(pairs: Path, tmp_path: Path):
         assert {"threshold", "precision", "recall", "f1", "false_hits"} <= set(system["curve"][0])
     assert cosine["headline"]["threshold"] == 0.95
     assert [pt["min_probability"] for pt in kallm_system["curve"]][:3] == [0.0, 0.01, 0.02]
-    assert len(kallm_system["grid"]) == 30 * 101
+    assert len(kallm_system["grid"]) == 50 * 101  # thresholds 0.50-0.99, p 0.00-1.00
     # Sweeping to the strictest end leaves only the exact repeats: all right.
     assert kallm_system["curve"][-1]["false_hits"] == 0
     assert (tmp_path / "out" / "pr_curve.png").read_bytes().startswith(PNG_SIGNATURE)

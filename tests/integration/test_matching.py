@@ -62,3 +62,33 @@ def test_prompts_longer_than_the_model_reads_match_exactly_only(caller, upstream
     assert "x-kallm-similarity" not in other.headers
     assert caller.chat(first).cache == "HIT"  # an exact repeat still hits
     assert len(upstream.chat_calls()) == 2
+
+
+def test_typing_variants_are_exact_hits(caller, upstream):
+    caller.chat("Which houseplants aren't safe for cats?")
+    for variant in (
+        "which houseplants aren't safe for cats",  # case and the final question mark
+        "Which houseplants aren\u2019t safe for cats?",  # a phone's apostrophe
+        "  Which houseplants   aren't safe\nfor cats ?",  # spaces and a line break
+        "Which houseplants\u00a0aren't safe for cats?!",  # a no-break space
+    ):
+        reply = caller.chat(variant)
+        assert (reply.cache, reply.similarity) == ("HIT", "1.0000"), variant
+    assert len(upstream.chat_calls()) == 1
+
+
+def test_a_typographic_apostrophe_still_negates(caller, upstream):
+    caller.chat("Which houseplants are safe for cats?")
+    reply = caller.chat("Which houseplants aren\u2019t safe for cats?")
+    assert reply.cache == "MISS"
+    assert len(upstream.chat_calls()) == 2
+
+
+def test_a_near_miss_of_a_kind_never_trained_on_is_a_miss(caller, upstream):
+    # Tone is one of the near-miss kinds training/pairgen.py never generates.
+    caller.chat("Write a formal email to my landlord about the broken heater")
+    reply = caller.chat("Write a casual email to my landlord about the broken heater")
+    assert reply.cache == "MISS"
+    assert reply.headers["x-kallm-verifier"] == "rejected"
+    assert float(reply.similarity) >= 0.9  # similar enough to be judged
+    assert len(upstream.chat_calls()) == 2

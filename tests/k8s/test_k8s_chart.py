@@ -177,6 +177,7 @@ def test_every_readme_setting_can_be_set(helm):
         helm,
         "--set", "config.similarityThreshold=0.9",
         "--set", "config.verifierThreshold=0.7",
+        "--set", "config.verifierModel=/models/pair",
         "--set", "config.pricesFile=/etc/kallm/prices.json",
         "--set", "openai.apiKey=sk-test",
         "--set", "anthropic.apiKey=sk-ant-test",

@@ -61,3 +61,15 @@ def test_analysis_normalises_number_words_and_finds_entities():
     assert text.numbers == {"2", "2025"}
     assert {"paris", "rome"} <= text.entities
     assert text.language == "en"
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "quiet"),
+    [
+        ("Who was Aristotle's teacher?", "Aristotle's teacher was who?", "exchanged"),
+        ("Read document A5-0323/2000", "Read document A5-0323 / 2000", "numbers_differ"),
+        ("What is the capital of France?", "what is the capital of france", "entities_differ"),
+    ],
+)
+def test_guards_stay_quiet_on_these_paraphrases(a, b, quiet):
+    assert named(a, b)[quiet] == 0.0

@@ -18,6 +18,8 @@ from functools import lru_cache
 from kallm.packaged import load_json
 
 _TOKEN = re.compile(r"\d+(?:[.,:/]\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
+# "A5-0323 / 2000" is "A5-0323/2000": spacing around a separator between digits.
+_SPACED_SEPARATOR = re.compile(r"(?<=\d) *([.,:/]) *(?=\d)")
 
 STOPWORDS = frozenset(
     """a an the of to in on at for from by with about as into onto over under between through
@@ -235,7 +237,7 @@ def _script(text: str) -> str:
 
 @lru_cache(maxsize=4096)
 def analyse(text: str) -> Text:
-    raw = _TOKEN.findall(text)
+    raw = _TOKEN.findall(_SPACED_SEPARATOR.sub(r"\1", text))
     tokens = tuple(t.lower() for t in raw)
     numbers = {t.replace(",", "") for t in tokens if t[0].isdigit()}
     numbers |= {_NUMBER_WORDS[t] for t in tokens if t in _NUMBER_WORDS}
@@ -290,6 +292,9 @@ def _antonyms(a: Text, b: Text) -> bool:
 
 # Between two exchanged spans, these leave the meaning unchanged: "X and Y", "X vs Y".
 _SYMMETRIC = frozenset({"and", "or", "vs", "versus", "&", "with"})
+# "Who was Aristotle's teacher" / "Aristotle's teacher was who": a question word moved to the
+# end asks the same question; it trades no roles.
+_QUESTION_WORDS = frozenset({"who", "what", "which", "where", "when", "why", "how", "whom"})
 
 
 def _exchanged(a: Text, b: Text) -> bool:
@@ -322,6 +327,9 @@ def _is_exchange(x: list[str], y: list[str]) -> bool:
     for head in range(1, len(x)):
         for tail in range(1, len(x) - head + 1):
             middle = x[head : len(x) - tail]
+            spans = (x[:head], x[len(x) - tail :])
+            if any(len(span) == 1 and span[0] in _QUESTION_WORDS for span in spans):
+                continue
             if y == x[len(x) - tail :] + middle + x[:head] and not set(middle) <= _SYMMETRIC:
                 return True
     return False
@@ -388,7 +396,8 @@ def features(a_text: str, b_text: str, cosine: float) -> list[float]:
         float(a.formats != b.formats),
         float(a.languages != b.languages),
         float(language_differs),
-        float(bool(a.entities ^ b.entities)),
+        # "France" / "france" is the same entity: only a name the other side lacks counts.
+        float(bool((a.entities - set(b.tokens)) | (b.entities - set(a.tokens)))),
         min(len(a.tokens), len(b.tokens)) / max(1, len(a.tokens), len(b.tokens)),
         # A paraphrase rewords with common words; a near-miss swaps a rare one (a name, a
         # unit, a product) for another.

@@ -6,14 +6,10 @@ an evaluation measures exactly what the server serves.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 
 from kallm.match.verifier import Verifier
 from kallm.storage.base import Entry, Store, Vector
-
-# Characters in a pair beyond which the verifier runs in a worker thread.
-LONG_PAIR = 4096
 
 
 @dataclass(frozen=True)
@@ -46,11 +42,7 @@ class Matcher:
             if hit.similarity < floor:
                 break
             entry, probability = hit.entry, None
-            if self._verifier is not None and entry.text is not None and entry.vector is not None:
-                pair = (entry.text, text, entry.vector, vector)
-                if len(entry.text) + len(text) <= LONG_PAIR:
-                    probability = self._verifier.probability(*pair)
-                else:  # the features read every word: keep long pairs off the event loop
-                    probability = await asyncio.to_thread(self._verifier.probability, *pair)
+            if self._verifier is not None and entry.text is not None:
+                probability = await self._verifier.probability(entry.text, text)
             scored.append(Candidate(entry, hit.similarity, probability))
         return scored

@@ -1,24 +1,20 @@
 """The verifier: the probability that a cached prompt's answer is right for a new prompt.
 
-A small network over pair features (features.py) and the two embeddings, trained by
-`eval/train_verifier.py` on Quora and MRPC pairs plus hand-written near-misses; the weights
-ship in `data/verifier.json`. Scoring one pair costs well under a millisecond in numpy.
+The pair model (pair_model.py) reads both prompts together and decides. Before it, the
+guards that measurably add precision on held-out data (features.py: a different number,
+swapped roles...) veto outright; which ones is part of the trained artifact
+(`data/pair_model.json`), chosen by `training/calibrate.py`, as are the defaults.
 """
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
 
 from kallm.match.features import NAMES, features
-from kallm.packaged import load_json
-from kallm.storage.base import Vector
-
-Matrix = npt.NDArray[np.float64]
+from kallm.match.pair_model import PairModel
 
 
 @dataclass(frozen=True)
@@ -31,16 +27,15 @@ class Calibration:
 
 
 class Verifier:
-    def __init__(self, spec: dict[str, Any]) -> None:
-        if list(spec["features"]) != list(NAMES):
-            raise ValueError("verifier weights were trained on other features; retrain")
-        self._mean = np.asarray(spec["mean"], dtype=np.float64)
-        self._scale = np.asarray(spec["scale"], dtype=np.float64)
-        self._interactions = bool(spec["embedding_interactions"])
-        self._layers = [
-            (np.asarray(layer["weights"], dtype=np.float64), np.asarray(layer["bias"]))
-            for layer in spec["layers"]
-        ]
+    def __init__(self, model: PairModel) -> None:
+        spec = model.spec
+        unknown = set(spec["guards"]) - set(NAMES)
+        if unknown:
+            raise ValueError(f"the pair model names guards this kallm lacks: {sorted(unknown)}")
+        self._model = model
+        # One thread: the pair model keeps a core busy for about 1.5 ms a pair, and the
+        # embedder's threads and the event loop need the rest of a small machine.
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kallm-verify")
         self._guards = [NAMES.index(name) for name in spec["guards"]]
         defaults = spec["defaults"]
         self.calibration = Calibration(
@@ -48,36 +43,26 @@ class Verifier:
         )
 
     @classmethod
-    def load(cls, path: Path | None = None) -> Verifier:
-        return cls(load_json("verifier.json", path))
+    def load(cls, folder: Path | None = None) -> Verifier:
+        return cls(PairModel.load(folder))
 
-    def inputs(
-        self, cached: str, asked: str, cached_vector: Vector, asked_vector: Vector
-    ) -> Matrix:
-        """The network's input row for one pair (exposed for training and tests)."""
-        cosine = float(cached_vector @ asked_vector)
-        row = np.asarray(features(cached, asked, cosine), dtype=np.float64)
-        if self._interactions:
-            row = np.concatenate(
-                [row, cached_vector * asked_vector, np.abs(cached_vector - asked_vector)]
-            )
-        return row
+    def vetoed(self, cached: str, asked: str) -> bool:
+        """Whether a guard rules the pair out before the model reads it."""
+        if not self._guards:
+            return False
+        row = features(cached, asked, 0.0)
+        return any(row[index] > 0 for index in self._guards)
 
-    def probability(
-        self, cached: str, asked: str, cached_vector: Vector, asked_vector: Vector
-    ) -> float:
-        return float(self.forward(self.inputs(cached, asked, cached_vector, asked_vector))[0])
+    def probability_sync(self, cached: str, asked: str) -> float:
+        if self.vetoed(cached, asked):
+            return 0.0
+        return self._model.probability(cached, asked)
 
-    def forward(self, rows: Matrix) -> Matrix:
-        """Probabilities for input rows. A guard (a different number, a negation, an antonym,
-        swapped roles, another format or language) vetoes outright; otherwise the network
-        decides: standardise, ReLU hidden layers, sigmoid output."""
-        rows = np.atleast_2d(rows)
-        vetoed = (rows[:, self._guards] > 0).any(axis=1)
-        values = (rows - self._mean) / self._scale
-        for index, (weights, bias) in enumerate(self._layers):
-            values = values @ weights + bias
-            if index < len(self._layers) - 1:
-                values = np.maximum(values, 0.0)
-        probabilities: Matrix = 1.0 / (1.0 + np.exp(-values[:, 0]))
-        return np.where(vetoed, 0.0, probabilities)
+    async def probability(self, cached: str, asked: str) -> float:
+        """As `probability_sync`, in the verifier's thread: guards and model both do work
+        that grows with the prompts."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.probability_sync, cached, asked)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

