@@ -36,22 +36,11 @@ from splits import read, split_pairs, split_qqp  # noqa: E402
 from kallm.embedders.local import NAME as EMBEDDING_MODEL  # noqa: E402
 from kallm.evaluate import Result, plan, score  # noqa: E402
 from kallm.match.canonical import canonical  # noqa: E402
-from kallm.match.features import NAMES, features  # noqa: E402
+from kallm.match.features import GUARDS, guards  # noqa: E402
 from kallm.match.pair_model import PairModel  # noqa: E402
 from kallm.match.pair_text import WINDOW  # noqa: E402
 from kallm.match.verifier import Verifier  # noqa: E402
 
-# Guards that may veto before the model (features.py); calibration keeps those that help.
-CANDIDATE_GUARDS = (
-    "numbers_differ",
-    "numbers_one_side",
-    "negation_differs",
-    "antonyms",
-    "exchanged",
-    "formats_differ",
-    "languages_differ",
-    "written_language_differs",
-)
 THRESHOLDS = [round(0.50 + i / 100, 2) for i in range(50)]  # 0.50 .. 0.99
 PROBABILITIES = [round(i / 100, 2) for i in range(101)]
 PRECISION = {"qqp_tune": 0.91, "mrpc_tune": 0.96}
@@ -73,12 +62,9 @@ def tune_sets(shared: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def guard_flags(rows: list[dict[str, Any]]) -> list[frozenset[str]]:
-    """Which candidate guards fire on each pair, on the canonical texts the server compares."""
-    flags = []
-    for row in rows:
-        values = features(canonical(row["a"]), canonical(row["b"]), 0.0)
-        flags.append(frozenset(g for g in CANDIDATE_GUARDS if values[NAMES.index(g)] > 0))
-    return flags
+    """Which guards (features.GUARDS) fire on each pair, on the canonical texts the server
+    compares; calibration keeps those that help."""
+    return [guards(canonical(row["a"]), canonical(row["b"])) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -156,12 +142,10 @@ async def run(folder: Path, shared: Path) -> dict[str, Any]:
         results, _ = await score(plan(rows, "pairs"), verifier)
         scored[name] = Scores.of(results, guard_flags(rows))
         print(f"scored {name}: {len(rows)} pairs", file=sys.stderr, flush=True)
-    guards: set[str] = set()
-    current = best_setting(scored, guards)
+    kept: set[str] = set()
+    current = best_setting(scored, kept)
     while True:
-        trials = {
-            g: best_setting(scored, guards | {g}) for g in CANDIDATE_GUARDS if g not in guards
-        }
+        trials = {g: best_setting(scored, kept | {g}) for g in GUARDS if g not in kept}
         better = {
             g: s
             for g, s in trials.items()
@@ -171,14 +155,14 @@ async def run(folder: Path, shared: Path) -> dict[str, Any]:
         if not better:
             break
         guard = max(better, key=lambda g: better[g]["mean_recall"])
-        guards.add(guard)
+        kept.add(guard)
         current = better[guard]
         print(f"guard {guard}: mean recall {current['mean_recall']:.3f}", file=sys.stderr)
     if current is None:
         raise SystemExit("no setting reaches the tune targets")
     return {
         **spec,
-        "guards": sorted(guards),
+        "guards": sorted(kept),
         "defaults": {
             "similarity_threshold": current["similarity_threshold"],
             "min_probability": current["min_probability"],

@@ -5,7 +5,6 @@ import pytest
 
 from kallm.embedders.local import LocalEmbedder
 from kallm.match.canonical import canonical
-from kallm.match.features import NAMES
 from kallm.match.pair_model import PairModel
 from kallm.match.verifier import Verifier
 from kallm.policy import accept
@@ -82,8 +81,9 @@ def test_close_paraphrases_are_served(judge, cached, asked):
 
 
 def test_a_guard_vetoes_whatever_the_model_says(verifier):
-    guarded = Verifier(PairModel.load())
-    guarded._guards = [NAMES.index("numbers_differ")]
+    model = PairModel.load()
+    model.spec = {**model.spec, "guards": ["numbers_differ"]}
+    guarded = Verifier(model)
     assert guarded.probability_sync("Is 91 prime", "Is 97 prime") == 0.0
     assert verifier.probability_sync("Is 91 prime", "Is 91 prime") > 0.0
     guarded.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -369,8 +370,35 @@ NAMES = (
 )
 
 
+def _written_language_differs(a: Text, b: Text) -> bool:
+    return (a.script != b.script) or (
+        bool(a.language) and bool(b.language) and a.language != b.language
+    )
+
+
+# Yes/no verdicts that can veto a pair outright ("guards"), each a feature of its own.
+_GUARD_CHECKS: dict[str, Callable[[Text, Text], bool]] = {
+    "numbers_differ": lambda a, b: bool(a.numbers) and bool(b.numbers) and a.numbers != b.numbers,
+    "numbers_one_side": lambda a, b: bool(a.numbers) != bool(b.numbers),
+    "negation_differs": lambda a, b: a.negations % 2 != b.negations % 2,
+    "antonyms": lambda a, b: _antonyms(a, b),
+    "exchanged": lambda a, b: _exchanged(a, b),
+    "formats_differ": lambda a, b: a.formats != b.formats,
+    "languages_differ": lambda a, b: a.languages != b.languages,
+    "written_language_differs": _written_language_differs,
+}
+GUARDS = tuple(_GUARD_CHECKS)
+
+
+def guards(a_text: str, b_text: str, names: Iterable[str] = GUARDS) -> frozenset[str]:
+    """Which of the guards `names` fire on a pair: only those are computed, and none of the
+    other features (the verifier asks for the few that calibration kept)."""
+    a, b = analyse(a_text), analyse(b_text)
+    return frozenset(name for name in names if _GUARD_CHECKS[name](a, b))
+
+
 def features(a_text: str, b_text: str, cosine: float) -> list[float]:
-    """The verifier's inputs for a cached prompt `a_text` and a new prompt `b_text`."""
+    """Every feature for a cached prompt `a_text` and a new prompt `b_text`, in NAMES order."""
     a, b = analyse(a_text), analyse(b_text)
     set_a, set_b = set(a.content), set(b.content)
     union = set_a | set_b
@@ -379,23 +407,14 @@ def features(a_text: str, b_text: str, cosine: float) -> list[float]:
     rare_b = [rarity(w) for w in only_b]
     weights = {w: rarity(w) for w in union}
     total = sum(weights.values())
-    language_differs = (a.script != b.script) or (
-        bool(a.language) and bool(b.language) and a.language != b.language
-    )
+    fired = {name: float(check(a, b)) for name, check in _GUARD_CHECKS.items()}
     return [
         cosine,
         cosine * cosine,
         len(set_a & set_b) / len(union) if union else 1.0,
         len(only_a | only_b) / len(union) if union else 0.0,
         float(bool(only_a) and bool(only_b)),
-        float(bool(a.numbers) and bool(b.numbers) and a.numbers != b.numbers),
-        float(bool(a.numbers) != bool(b.numbers)),
-        float(a.negations % 2 != b.negations % 2),
-        float(_antonyms(a, b)),
-        float(_exchanged(a, b)),
-        float(a.formats != b.formats),
-        float(a.languages != b.languages),
-        float(language_differs),
+        *(fired[name] for name in GUARDS),
         # "France" / "france" is the same entity: only a name the other side lacks counts.
         float(bool((a.entities - set(b.tokens)) | (b.entities - set(a.tokens)))),
         min(len(a.tokens), len(b.tokens)) / max(1, len(a.tokens), len(b.tokens)),

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from kallm.match.features import NAMES, features
+from kallm.match.features import GUARDS, guards
 from kallm.match.pair_model import PairModel
 
 
@@ -29,14 +29,14 @@ class Calibration:
 class Verifier:
     def __init__(self, model: PairModel) -> None:
         spec = model.spec
-        unknown = set(spec["guards"]) - set(NAMES)
+        unknown = set(spec["guards"]) - set(GUARDS)
         if unknown:
             raise ValueError(f"the pair model names guards this kallm lacks: {sorted(unknown)}")
         self._model = model
         # One thread: the pair model keeps a core busy for about 1.5 ms a pair, and the
         # embedder's threads and the event loop need the rest of a small machine.
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kallm-verify")
-        self._guards = [NAMES.index(name) for name in spec["guards"]]
+        self._guards = tuple(spec["guards"])
         defaults = spec["defaults"]
         self.calibration = Calibration(
             spec["embedding_model"], defaults["similarity_threshold"], defaults["min_probability"]
@@ -48,10 +48,7 @@ class Verifier:
 
     def vetoed(self, cached: str, asked: str) -> bool:
         """Whether a guard rules the pair out before the model reads it."""
-        if not self._guards:
-            return False
-        row = features(cached, asked, 0.0)
-        return any(row[index] > 0 for index in self._guards)
+        return bool(self._guards) and bool(guards(cached, asked, self._guards))
 
     def probability_sync(self, cached: str, asked: str) -> float:
         if self.vetoed(cached, asked):
