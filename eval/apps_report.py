@@ -6,7 +6,10 @@ system's setting: cosine 0.95 alone, and kallm's verifier at its shipped default
 --threshold / --min-probability). A paraphrase served is a right HIT; a near-miss served is a
 wrong answer. Categories that training never generates (HELD_OUT) are reported apart.
 
-    .venv/bin/python eval/apps_report.py [--json eval/results/apps.json]
+    .venv/bin/python eval/apps_report.py [--json eval/results/apps.json] [--sweep]
+
+--sweep prints the trade-off curve instead: the share of paraphrases and of near-misses
+served at each similarity threshold and pair-model threshold (a report, never a tuning input).
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     verifier = load_verifier(settings, "all-MiniLM-L6-v2")
     assert verifier is not None
     results, _ = await score(plan(rows, "pairs"), verifier)
+    if args.sweep:
+        return curve(rows, results)
     calibrated = verifier.calibration
     t = args.threshold or calibrated.similarity_threshold
     p = args.min_probability if args.min_probability is not None else calibrated.min_probability
@@ -58,15 +63,38 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return {name: table(rows, served) for name, served in systems.items()}
 
 
+SIMILARITIES = (0.80, 0.85, 0.90, 0.93)
+PROBABILITIES = (0.30, 0.50, 0.70, 0.83, 0.90, 0.95, 0.98)
+
+
+def curve(rows: list[dict[str, Any]], results: list[Any]) -> dict[str, Any]:
+    """Paraphrases and near-misses served at each (similarity, probability) setting."""
+    points = {}
+    for t in SIMILARITIES:
+        for p in PROBABILITIES:
+            served = [decide(r, t, p) is not None for r in results]
+            para = [hit for row, hit in zip(rows, served, strict=True) if row["label"] == 1]
+            near = [hit for row, hit in zip(rows, served, strict=True) if row["label"] == 0]
+            points[f"{t:.2f}/{p:.2f}"] = [sum(para) / len(para), sum(near) / len(near)]
+    return {"curve": points}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threshold", type=float)
     parser.add_argument("--min-probability", type=float)
+    parser.add_argument("--sweep", action="store_true")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "apps.json")
     args = parser.parse_args()
     report = asyncio.run(run(args))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=1) + "\n")
+    if args.sweep:
+        print("| similarity / pair model | paraphrases served | near-misses served |")
+        print("|---|---|---|")
+        for setting, (para, near) in report["curve"].items():
+            print(f"| {setting} | {para:.0%} | {near:.1%} |")
+        return
     names = list(report)
     print(f"| category | {' | '.join(names)} |")
     print("|---|" + "---|" * len(names))
