@@ -1,6 +1,6 @@
 """Per-category table on the hand-written application prompts (eval/data/apps/*.jsonl).
 
-Each pair is scored through the server's own path (`kallm.evaluate.plan` + `score`: canonical
+Each pair is scored through the server's own path (`kallm.cli.evaluate.plan` + `score`: canonical
 text, LocalEmbedder, MemoryStore, Matcher with the verifier) and decided by `decide` at each
 system's setting: cosine 0.95 alone, and kallm's verifier at its shipped defaults (or at
 --threshold / --min-probability). A paraphrase served is a right HIT; a near-miss served is a
@@ -21,8 +21,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from kallm.app import load_verifier
-from kallm.evaluate import decide, plan, read_rows, score
+from kallm.cli.evaluate import decide, plan, read_rows, score
+from kallm.match.defaults import load_verifier
 from kallm.settings import load_settings
 
 HERE = Path(__file__).parent

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from kallm.evaluate import eval_command
+from kallm.cli.evaluate import eval_command
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "training"))

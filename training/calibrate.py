@@ -4,7 +4,7 @@ its spec (OUT/pair_model.json) beside OUT/pair_model.onnx.
 Tune sets, none of them trained on and none a report set: QQP's question-disjoint tune part
 (10%), MRPC's 15% tune part, eval/data/nearmiss_dev.jsonl's 50% tune part, and pairgen edits
 of the QQP tune questions (seeds training never saw). Every pair goes through the server's
-path (`kallm.evaluate.plan` + `score`: canonical text, embedder, store, matcher, verifier).
+path (`kallm.cli.evaluate.plan` + `score`: canonical text, embedder, store, matcher, verifier).
 
 A setting (guards, similarity threshold t, model threshold p) qualifies when it keeps
 precision at least 0.91 on QQP tune and 0.96 on MRPC tune and serves at most 1.5% of the
@@ -33,8 +33,8 @@ sys.path[:0] = [str(Path(__file__).parent)]
 import pairgen  # noqa: E402
 from splits import read, split_pairs, split_qqp  # noqa: E402
 
+from kallm.cli.evaluate import Result, plan, score  # noqa: E402
 from kallm.embedders.local import NAME as EMBEDDING_MODEL  # noqa: E402
-from kallm.evaluate import Result, plan, score  # noqa: E402
 from kallm.match.canonical import canonical  # noqa: E402
 from kallm.match.features import GUARDS, guards  # noqa: E402
 from kallm.match.pair_model import PairModel  # noqa: E402

@@ -59,11 +59,26 @@ def namespace(header: str | None, credential: str | None, tenant: str | None = N
     return f"{name}@{digest[:16]}"
 
 
+# A namespace is written `[tenant:<tenant>/]<name>[@<key hash>]`; this module alone reads
+# that form back.
+
+
+def redacted(namespace: str) -> str:
+    """A namespace as logs and listings show it: without its key hash, which identifies an
+    API key."""
+    return namespace.partition("@")[0]
+
+
+def for_one_key(namespace: str) -> bool:
+    """Whether the namespace is tied to one forwarded credential."""
+    return "@" in namespace
+
+
 def scope(namespace: str) -> str:
     """The tenant a namespace belongs to, whose policy applies to it and whose size share its
     entries count against: the namespace without its key hash, or for a tenant-enclosed
     namespace (`tenant:<tenant>/<name>`) the tenant."""
-    name = namespace.split("@", 1)[0]
+    name = redacted(namespace)
     if name.startswith(TENANT_PREFIX):
         return name.removeprefix(TENANT_PREFIX).split("/", 1)[0]
     return name

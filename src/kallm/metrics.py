@@ -4,13 +4,31 @@ only, never a namespace, model or user."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from kallm.pricing import token_counts
 
-OUTCOMES = ("hit", "miss", "bypass", "error")
+
+class Outcome(StrEnum):
+    """How a cached API's request ended: the log line's `outcome`; X-Kallm-Cache is its name."""
+
+    HIT = "hit"
+    MISS = "miss"  # looked up, not found, forwarded
+    BYPASS = "bypass"  # forwarded without looking (Cache-Control, policy)
+    ERROR = "error"  # no answer from upstream, or an error status
+    INVALID = "invalid"  # kallm refused the request itself
+    TRUNCATED = "truncated"  # the upstream broke off its stream
+
+    @property
+    def label(self) -> str:
+        """The Prometheus label: hit, miss, bypass or error, so its values stay bounded."""
+        return self.value if self in _LABELLED else "error"
+
+
+_LABELLED = frozenset({Outcome.HIT, Outcome.MISS, Outcome.BYPASS})
 
 
 @dataclass
@@ -85,9 +103,17 @@ class Metrics:
             registry=self.registry,
         )
 
-    def request(self, route: str, outcome: str, seconds: float) -> None:
-        self.requests.labels(route, outcome).inc()
-        self.latency.labels(route, outcome).observe(seconds)
+    def finished(self, route: str, outcome: Outcome, seconds: float, misses: int = 1) -> None:
+        """One request ended; `misses`: how many items of a MISS were not cached (an
+        embeddings batch counts per item)."""
+        if outcome is Outcome.MISS:
+            self.tally.misses += misses
+        elif outcome is Outcome.BYPASS:
+            self.tally.bypasses += 1
+        elif outcome is Outcome.INVALID:
+            self.tally.invalid_requests += 1
+        self.requests.labels(route, outcome.label).inc()
+        self.latency.labels(route, outcome.label).observe(seconds)
 
     def candidate(self, similarity: float, accepted: bool) -> None:
         self.similarity.labels("hit" if accepted else "rejected").observe(similarity)

@@ -11,11 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from kallm.providers import route_names
 from kallm.settings import parse_duration
 
-ROUTES = frozenset(
-    {"chat.completions", "responses", "messages", "gemini", "embeddings", "completions"}
-)
+ROUTES = route_names()
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,9 @@ class Policy:
         name, value = self.bypass_header
         sent = headers.get(name)
         return sent is not None and (value is None or sent == value)
+
+
+DEFAULT = Policy()
 
 
 def parse_policy(spec: Mapping[str, Any]) -> Policy:
@@ -88,8 +90,12 @@ class PolicyBook:
     def remove(self, namespace: str) -> None:
         self._policies.pop(namespace, None)
 
-    def get(self, namespace: str) -> Policy | None:
-        return self._policies.get(namespace)
+    def get(self, namespace: str) -> Policy:
+        """The namespace's policy; one without a policy keeps kallm's settings."""
+        return self._policies.get(namespace, DEFAULT)
+
+    def __contains__(self, namespace: str) -> bool:
+        return namespace in self._policies
 
     def sharing(self) -> list[str]:
         """The namespaces whose policies share their entries, in a stable order."""

@@ -1,5 +1,5 @@
 """Anthropic Messages through kallm, driven with the official `anthropic` SDK against the
-stand-in Messages API (kallm.simulator_anthropic)."""
+stand-in Messages API (kallm.simulator.anthropic)."""
 
 from __future__ import annotations
 

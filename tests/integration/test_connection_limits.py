@@ -17,7 +17,7 @@ import httpx
 import pytest
 from conftest import SERVER_KEY, Kallm, start_kallm
 
-from kallm.limits import ConnectionTable, Throttle, head_size
+from kallm.server.limits import ConnectionTable, Throttle, head_size
 
 HEADER_TIMEOUT = 1.0
 KEEPALIVE_TIMEOUT = 2.0

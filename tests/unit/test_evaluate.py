@@ -4,8 +4,7 @@ import random
 
 import pytest
 
-from kallm import policy
-from kallm.evaluate import (
+from kallm.cli.evaluate import (
     GRID,
     STEPS,
     Ask,
@@ -23,6 +22,7 @@ from kallm.evaluate import (
     score,
     sweep,
 )
+from kallm.match import decision
 
 
 def test_point_metrics_and_undefined_precision():
@@ -153,7 +153,7 @@ def test_decide_uses_policy_choose(monkeypatch):
         calls.append((threshold, min_probability))
         return None
 
-    monkeypatch.setattr(policy, "choose", spy)
+    monkeypatch.setattr(decision, "choose", spy)
     sweep([Result("0", None, (Scored("0", 0.9, 0.9),))], [(0.8, 0.3), (0.9, 0.5)])
     assert calls == [(0.8, 0.3), (0.9, 0.5)]
 

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 from test_auth import request
 
-from kallm.admission import Gate
 from kallm.app import Parts, create_app
-from kallm.auth import bare_key
 from kallm.policies import Policy, PolicyBook
+from kallm.proxy.admission import Gate
+from kallm.proxy.auth import bare_key
 from kallm.settings import load_settings
 
 KEYS = {"sk-a1": "team-a", "sk-a2": "team-a", "sk-b": "team-b", "sk-c": "team-c"}

@@ -2,7 +2,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from kallm.policy import InvalidPolicyHeader, accept, choose, request_policy
+from kallm.match.decision import accept, choose
+from kallm.proxy.directives import InvalidPolicyHeader, request_policy
 
 
 def test_defaults():

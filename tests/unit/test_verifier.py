@@ -5,9 +5,9 @@ import pytest
 
 from kallm.embedders.local import LocalEmbedder
 from kallm.match.canonical import canonical
+from kallm.match.decision import accept
 from kallm.match.pair_model import PairModel
 from kallm.match.verifier import Verifier
-from kallm.policy import accept
 
 NEAR_MISSES = [
     ("How far is 5 km in miles?", "How far is 50 km in miles?"),

@@ -1,6 +1,6 @@
 """Semantic candidates: the nearest cached prompts of a partition, each scored by the verifier.
 
-The server and `kallm eval` both call `Matcher.candidates` and decide with `policy.choose`, so
+The server and `kallm eval` both call `Matcher.candidates` and decide with `decision.choose`, so
 an evaluation measures exactly what the server serves.
 """
 

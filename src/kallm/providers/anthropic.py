@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -412,6 +412,8 @@ class AnthropicMessages:
     """`POST /v1/messages`, upstream at ANTHROPIC_BASE_URL (without /v1)."""
 
     route = "messages"
+    paths = ("/v1/messages",)
+    vendor = "anthropic"
     key_parts = staticmethod(key_parts)
     keyed_request = staticmethod(keyed_request)
     is_cacheable = staticmethod(is_cacheable)
@@ -419,6 +421,9 @@ class AnthropicMessages:
     recorder = StreamRecorder
     parse_answer = staticmethod(json_object)
     error_body = staticmethod(error_body)
+
+    def caches(self, params: Mapping[str, str]) -> bool:
+        return True
 
     def parse(self, call: Call) -> dict[str, Any]:
         return parse_request(call.body, call.headers.get(BETA))

@@ -1,6 +1,6 @@
 """What every provider module gives the cache core: one wire format, parsed, keyed, recorded
-and replayed. Adding a provider is one module that implements `Provider` and one line in
-`providers/__init__.py`.
+and replayed, and the paths it is served on. Adding a provider is one module that implements
+`Provider` and one line in `providers/__init__.py`.
 """
 
 from __future__ import annotations
@@ -77,6 +77,19 @@ class Provider(Protocol):
 
     # The endpoint name policies use to bypass it ("chat.completions", "messages", ...).
     route: str
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The paths kallm serves it on (POST), as Starlette route patterns."""
+        ...
+
+    # Where it goes: the name of a `Vendor` in the registry ("openai", "anthropic", "gemini").
+    vendor: str
+
+    def caches(self, params: Mapping[str, str]) -> bool:
+        """Whether a request to one of `paths` with these path parameters is cached; the
+        others pass through to the vendor unchanged."""
+        ...
 
     def parse(self, call: Call) -> dict[str, Any]:
         """The request as a dict with at least a string `model`; raises InvalidRequest."""

@@ -399,12 +399,18 @@ class Gemini:
     """`POST /v1beta/models/{model}:{method}` (and /v1/), upstream at GEMINI_BASE_URL."""
 
     route = "gemini"
+    paths = ("/v1beta/models/{target}", "/v1/models/{target}")
+    vendor = "gemini"
     key_parts = staticmethod(key_parts)
     keyed_request = staticmethod(keyed_request)
     is_cacheable = staticmethod(is_cacheable)
     usage = staticmethod(usage)
     recorder = StreamRecorder
     wants_stream = staticmethod(wants_sse)
+
+    def caches(self, params: Mapping[str, str]) -> bool:
+        # Only generating content is cached; countTokens, embedContent and the rest pass.
+        return params.get("target", "").rpartition(":")[2] in METHODS
 
     def parse(self, call: Call) -> dict[str, Any]:
         return parse_request(call.body, call.params.get("target", ""), call.query)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -22,6 +23,14 @@ class OpenAIEndpoint:
     """The parts of `Provider` every OpenAI endpoint has in common; `path` names it."""
 
     path: str
+    vendor = "openai"
+
+    @property
+    def paths(self) -> tuple[str, ...]:
+        return (f"/v1{self.path}",)
+
+    def caches(self, params: Mapping[str, str]) -> bool:
+        return True
 
     def auth(self, api_key: str | None) -> dict[str, str] | None:
         return upstream.bearer(api_key)

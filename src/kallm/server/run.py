@@ -7,7 +7,7 @@ streams in flight finish, for at most KALLM_SHUTDOWN_GRACE seconds, and exits 0.
 signal stops at once.
 
 Client connections are bounded (head size, head read time, idle time, how many) by the
-protocol class from kallm.limits, which replaces uvicorn's own httptools protocol.
+protocol class from kallm.server.limits, which replaces uvicorn's own httptools protocol.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import uvicorn
 
 from kallm import logs
 from kallm.app import Drain, Parts, create_app
-from kallm.limits import Limits, bounded_protocol
+from kallm.server.limits import Limits, bounded_protocol
 from kallm.settings import Settings
 
-log = logging.getLogger("kallm.server")
+log = logging.getLogger("kallm.server.run")
 
 
 class _DrainingServer(uvicorn.Server):

@@ -14,21 +14,24 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from kallm import keys, policy, upstream
-from kallm.admission import Caller
-from kallm.auth import Refused
+from kallm import keys, upstream
+from kallm.metrics import Outcome
 from kallm.policies import Policy
 from kallm.providers import openai_embeddings as wire
 from kallm.providers.base import InvalidRequest, Upstream
 from kallm.providers.openai import error_body
-from kallm.proxy import NO_POLICY, Core, offload
+from kallm.proxy import bookkeeping
+from kallm.proxy.admission import Caller
+from kallm.proxy.auth import Refused
+from kallm.proxy.cached import Core, offload
+from kallm.proxy.directives import RequestPolicy
 from kallm.storage.base import Entry
 
 log = logging.getLogger("kallm")
@@ -127,68 +130,36 @@ class EmbeddingsProxy:
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         try:
-            caller = self._core.gate.admit(request, self.route, self._target.api_key is not None)
+            own_key = self._target.api_key is not None
+            admitted = await self._core.admission.admit(request, self.route, own_key)
+            body = admitted.body
+            asked, item_keys = await offload(len(body), _understand, body, admitted.namespace)
+            rules = admitted.for_model(self.route, asked.model)
         except Refused as refused:
-            return self._invalid(started, refused.status, str(refused), refused.kind, None)
-        body = await upstream.read_limited(request.stream(), self._core.settings.max_body_size)
-        if body is None:
-            return self._invalid(
-                started, 413, "The request body is too large.", "request_too_large", None
-            )
-        admitted = await offload(len(body), self._admit, request, caller, body)
-        if isinstance(admitted, Refused):
-            return self._invalid(started, admitted.status, str(admitted), admitted.kind, None)
-        if isinstance(admitted, InvalidRequest):
-            return self._invalid(
-                started, 400, str(admitted), "invalid_request_error", admitted.param
-            )
-        asked, namespace, local, rules, item_keys = admitted
+            return self._refuse(started, refused.status, str(refused), refused.kind)
+        except InvalidRequest as error:
+            return self._refuse(started, 400, str(error), "invalid_request_error", error.param)
 
         cached: dict[str, Entry] = {}
         if rules.lookup:
-            others = self._core.shared_with(namespace, local)
-            cached = await self._lookup(asked, item_keys, others)
+            cached = await self._lookup(asked, item_keys, admitted.namespaces[1:])
         served = [cached.get(key.exact) for key in item_keys]
         hits = sum(entry is not None for entry in served)
         outcome = cache_header(hits, len(served), rules.lookup)
         headers = {"x-kallm-cache": outcome, "x-kallm-cache-hits": f"{hits}/{len(served)}"}
-        batch = Batch(asked, namespace, item_keys, served, headers, started)
+        batch = Batch(asked, admitted.namespace, item_keys, served, headers, started)
         if outcome == "HIT":
             return await self._replay(batch)
         forward = plan_forward(asked, item_keys, cached, body)
-        return await self._forward(caller, batch, forward, rules, local.max_entries)
-
-    def _admit(
-        self, request: Request, caller: Caller, body: bytes
-    ) -> (
-        tuple[wire.EmbeddingsRequest, str, Policy, policy.RequestPolicy, list[keys.CacheKey]]
-        | InvalidRequest
-        | Refused
-    ):
-        """The request, its namespace, the namespace's policy, this request's rules and each
-        item's key; or why the request is refused. CPU work proportional to the body."""
-        headers = request.headers
-        assert caller.namespace is not None
-        try:
-            asked = wire.parse_request(body)
-            caller.check_model(asked.model)
-            local = self._core.policies.get(keys.scope(caller.namespace)) or NO_POLICY
-            rules = self._core.ttl_rules(headers, local)
-        except (InvalidRequest, Refused) as error:
-            return error
-        except policy.InvalidPolicyHeader as error:
-            return InvalidRequest(str(error))
-        if local.bypasses(self.route, asked.model, headers):
-            rules = replace(rules, lookup=False, store=False)
-        return asked, caller.namespace, local, rules, wire.item_keys(caller.namespace, asked)
+        return await self._forward(admitted.caller, batch, forward, rules, admitted.policy)
 
     async def _forward(
         self,
         caller: Caller,
         batch: Batch,
         forward: Forward,
-        rules: policy.RequestPolicy,
-        limit: int | None,
+        rules: RequestPolicy,
+        local: Policy,
     ) -> Response:
         """Ask upstream for what the cache lacks, store it, and answer the whole batch."""
         try:
@@ -196,6 +167,7 @@ class EmbeddingsProxy:
         except upstream.UpstreamFailure as failure:
             return self._no_answer(batch, failure.status, str(failure))
         headers = upstream.response_headers(sent.headers, decoded=True) | batch.headers
+        label = Outcome.MISS if rules.lookup else Outcome.BYPASS
         try:
             prefix = await upstream.read_prefix(sent, ANSWER_LIMIT)
         except upstream.UpstreamFailure as failure:
@@ -205,7 +177,7 @@ class EmbeddingsProxy:
                 await sent.aclose()
                 message = "The upstream API's answer is too large to put together."
                 return self._no_answer(batch, 502, message)
-            self._count(batch, sent.status_code, "miss" if rules.lookup else "bypass")
+            self._finish(batch, sent.status_code, label)
             return StreamingResponse(
                 upstream.relay_rest(prefix, sent), sent.status_code, headers=headers
             )
@@ -214,22 +186,21 @@ class EmbeddingsProxy:
         if sent.status_code != 200:
             # The upstream's error, as it sent it; the cached items are not served alone.
             self._core.metrics.upstream_error(self.route)
-            self._count(batch, sent.status_code, "error")
+            self._finish(batch, sent.status_code, Outcome.ERROR)
             return Response(answer, sent.status_code, headers=headers)
 
-        label = "miss" if rules.lookup else "bypass"
         fresh = await offload(len(answer), wire.read_answer, answer, len(forward.items))
         if fresh is None:
             if not forward.whole:
                 message = "The upstream API's answer could not be read as embeddings."
                 return self._no_answer(batch, 502, message)
             # Not an answer kallm can split into items: pass it on, store nothing.
-            self._count(batch, 200, label)
+            self._finish(batch, 200, label)
             return Response(answer, 200, headers=headers)
         if rules.store:
-            await self._store(batch, forward, fresh, rules.ttl, limit)
+            await self._store(batch, forward, fresh, rules.ttl, local.max_entries)
         await self._record_hits(batch.served)
-        self._count(batch, 200, label)
+        self._finish(batch, 200, label)
         if forward.whole:
             return Response(answer, 200, headers=headers)
         items = merge(batch.served, batch.item_keys, forward.keys, fresh.items)
@@ -281,8 +252,7 @@ class EmbeddingsProxy:
         """Every item was cached: the answer is put together without calling upstream."""
         entries = [entry for entry in batch.served if entry is not None]
         await self._record_hits(batch.served)
-        self._core.metrics.request(self.route, "hit", time.perf_counter() - batch.started)
-        self._log(batch, 200, "hit")
+        self._finish(batch, 200, Outcome.HIT)
         body = wire.assemble(
             [entry.response for entry in entries], entries[0].model, wire.no_usage()
         )
@@ -332,7 +302,7 @@ class EmbeddingsProxy:
     async def _record_hits(self, served: Sequence[Entry | None]) -> None:
         """Refresh the served entries' LRU place, and count them: /stats counts embeddings per
         item, each cached item a hit with the tokens it saved (and each item looked up and
-        not found a miss, in `_count`)."""
+        not found a miss, in `_finish`)."""
         now = time.time()
         distinct = {entry.id: entry for entry in served if entry is not None}
         try:
@@ -348,19 +318,23 @@ class EmbeddingsProxy:
             usage = entry.extra.get("usage") or {}
             metrics.hit(False, entry.model, usage, prices.cost(entry.model, usage))
 
-    def _count(self, batch: Batch, status: int, label: str) -> None:
-        metrics = self._core.metrics
-        if label == "miss":
-            metrics.tally.misses += len(batch.served) - batch.hits
-        elif label == "bypass":
-            metrics.tally.bypasses += 1
-        metrics.request(self.route, label, time.perf_counter() - batch.started)
-        self._log(batch, status, label)
+    def _finish(self, batch: Batch, status: int, outcome: Outcome) -> None:
+        bookkeeping.finish(
+            self._core.metrics,
+            self.route,
+            outcome,
+            status,
+            batch.started,
+            batch.namespace,
+            misses=len(batch.served) - batch.hits,
+            items=len(batch.served),
+            cached_items=batch.hits,
+        )
 
     def _no_answer(self, batch: Batch, status: int, message: str) -> Response:
         """No usable answer from upstream: 502 or 504 in OpenAI's error shape."""
         self._core.metrics.upstream_error(self.route)
-        self._count(batch, status, "error")
+        self._finish(batch, status, Outcome.ERROR)
         return Response(
             error_body(message, "upstream_error"),
             status,
@@ -368,32 +342,18 @@ class EmbeddingsProxy:
             headers=batch.headers,
         )
 
-    def _invalid(
-        self, started: float, status: int, message: str, kind: str, param: str | None
+    def _refuse(
+        self, started: float, status: int, message: str, kind: str, param: str | None = None
     ) -> Response:
-        self._core.metrics.tally.invalid_requests += 1
-        self._core.metrics.request(self.route, "error", time.perf_counter() - started)
-        self._write_log(started, status, "invalid", {})
+        bookkeeping.finish(self._core.metrics, self.route, Outcome.INVALID, status, started)
         return Response(error_body(message, kind, param), status, media_type="application/json")
 
-    def _log(self, batch: Batch, status: int, outcome: str) -> None:
-        # The namespace's key-hash suffix is dropped: it identifies an API key.
-        fields = {
-            "namespace": batch.namespace.split("@", 1)[0],
-            "items": len(batch.served),
-            "cached_items": batch.hits,
-        }
-        self._write_log(batch.started, status, outcome, fields)
 
-    def _write_log(self, started: float, status: int, outcome: str, extra: dict[str, Any]) -> None:
-        fields: dict[str, Any] = {
-            "route": self.route,
-            "status": status,
-            "outcome": outcome,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-            **extra,
-        }
-        log.info("request", extra={"fields": fields})
+def _understand(body: bytes, namespace: str) -> tuple[wire.EmbeddingsRequest, list[keys.CacheKey]]:
+    """The request and each item's key; raises InvalidRequest. CPU work proportional to the
+    body (see `offload`)."""
+    asked = wire.parse_request(body)
+    return asked, wire.item_keys(namespace, asked)
 
 
 async def _batched(run: Callable[[T], Awaitable[R]], args: Sequence[T]) -> list[R]:

@@ -1,9 +1,9 @@
 """`kallm eval` and `kallm calibrate`: measure hit decisions on labelled prompts.
 
 Scoring runs the server's own path: LocalEmbedder, MemoryStore, Matcher (with the verifier),
-the exact lookup, and `policy.choose` with the thresholds `decide_defaults` gives. Each asked
+the exact lookup, and `decision.choose` with the thresholds `decide_defaults` gives. Each asked
 prompt's candidates are collected once with floor 0; every setting of a curve or grid is then
-decided by `policy.choose` over those candidates, so a sweep costs no embedding and still
+decided by `decision.choose` over those candidates, so a sweep costs no embedding and still
 measures what the server would serve.
 """
 
@@ -19,13 +19,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from kallm import keys, policy
-from kallm.app import UNCALIBRATED_THRESHOLD, decide_defaults, load_verifier
+from kallm import keys
 from kallm.embedders import LocalEmbedder
+from kallm.match import decision
 from kallm.match.canonical import canonical, exact_form
+from kallm.match.decision import Decision
+from kallm.match.defaults import UNCALIBRATED_THRESHOLD, decide_defaults, load_verifier
 from kallm.match.matcher import Candidate, Matcher
 from kallm.match.verifier import Verifier
-from kallm.proxy import Decision
 from kallm.settings import DEFAULT_LOCAL_MODEL, load_settings
 from kallm.storage import MemoryStore
 from kallm.storage.base import Entry, Vector
@@ -59,7 +60,7 @@ class Plan:
 
 @dataclass(frozen=True)
 class Scored:
-    """One candidate, reduced to what decisions read (satisfies `policy.Scored`)."""
+    """One candidate, reduced to what decisions read (satisfies `decision.Scored`)."""
 
     entry: str
     similarity: float
@@ -182,7 +183,7 @@ def decide(result: Result, threshold: float, min_probability: float) -> str | No
     """The entry the server would serve, as the proxy decides: exact first, then choose."""
     if result.exact is not None:
         return result.exact
-    chosen = policy.choose(result.candidates, threshold, min_probability)
+    chosen = decision.choose(result.candidates, threshold, min_probability)
     return chosen.entry if chosen else None
 
 

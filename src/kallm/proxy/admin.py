@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from kallm import keys, upstream
-from kallm.auth import TENANT_PATTERN, ClientKeys, Presented, credentials
 from kallm.providers.base import loads
 from kallm.providers.openai import error_body
 from kallm.providers.openai_chat import parse_request
-from kallm.proxy import CacheProxy
+from kallm.proxy.auth import TENANT_PATTERN, ClientKeys, Presented, credentials
+from kallm.proxy.cached import CacheProxy
 from kallm.settings import Settings
 from kallm.storage.base import Entry, EntryQuery, Store
 
@@ -206,14 +206,14 @@ def _warm_target(request: Request) -> str | None:
 
 def _shown(namespace: str) -> str:
     """A namespace as the admin API shows it: the key-hash suffix identifies an API key."""
-    name, at, _ = namespace.partition("@")
-    return name + (" (for one client key)" if at else "")
+    shown = keys.redacted(namespace)
+    return shown + " (for one client key)" if keys.for_one_key(namespace) else shown
 
 
 def _summary(entry: Entry) -> dict[str, Any]:
     return {
         "id": entry.id,
-        "namespace": entry.namespace.split("@", 1)[0],
+        "namespace": keys.redacted(entry.namespace),
         "model": entry.model,
         "prompt": entry.text,
         "created": entry.created,

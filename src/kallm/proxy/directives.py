@@ -1,23 +1,11 @@
-"""Pure decisions about one request: may it read the cache, may its answer be stored, with
-which threshold and for how long."""
+"""Pure decisions about one request from its headers: may it read the cache, may its answer
+be stored, with which threshold and for how long."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
-
-
-class Scored(Protocol):
-    @property
-    def similarity(self) -> float: ...
-
-    @property
-    def probability(self) -> float | None: ...
-
-
-C = TypeVar("C", bound=Scored)
 
 
 class InvalidPolicyHeader(ValueError):
@@ -78,19 +66,3 @@ def _number(raw: str, header: str) -> float:
     if not math.isfinite(value):
         raise InvalidPolicyHeader(f"{header} must be a finite number.", header)
     return value
-
-
-def accept(
-    similarity: float, probability: float | None, threshold: float, min_probability: float
-) -> bool:
-    """Whether a semantic candidate is served: the similarity threshold selects candidates,
-    the verifier (when it runs) decides."""
-    return similarity >= threshold and (probability is None or probability >= min_probability)
-
-
-def choose(candidates: Sequence[C], threshold: float, min_probability: float) -> C | None:
-    """The nearest candidate that is accepted, if any."""
-    for candidate in candidates:
-        if accept(candidate.similarity, candidate.probability, threshold, min_probability):
-            return candidate
-    return None

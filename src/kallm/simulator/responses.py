@@ -1,7 +1,7 @@
 """The stand-in for OpenAI's Responses API (`POST /v1/responses`, `GET` and `DELETE
 /v1/responses/{id}`) and its legacy Completions API (`POST /v1/completions`).
 
-Directives in the final user text (the prompt, for completions) work as in `kallm.simulator`:
+Directives in the final user text (the prompt, for completions) work as in `kallm.simulator.openai`:
 [sim:error500], [sim:error429], [sim:tool] (a function_call output item), [sim:length]
 (an incomplete response / finish_reason "length"), [sim:sleep=N], [sim:truncate] (drop the
 connection mid-stream), and for Responses streams [sim:fail] (end with response.failed).
@@ -22,17 +22,17 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from kallm.simulator import (
+from kallm.simulator.openai import (
     TOOL_ARGUMENTS,
     TOOL_NAME,
     SimulatedDisconnect,
     Simulator,
-    _error,
-    _invalid,
-    _pieces,
-    _text_of,
-    _tokens,
+    error,
+    invalid,
     openai_error,
+    pieces,
+    text_of,
+    tokens,
 )
 
 
@@ -41,7 +41,7 @@ def _final_user_text(items: Any) -> str:
     if isinstance(items, str):
         return items
     users = [i for i in items if isinstance(i, dict) and i.get("role") == "user"]
-    return _text_of(users[-1].get("content")) if users else ""
+    return text_of(users[-1].get("content")) if users else ""
 
 
 def _named(kind: str, payload: dict[str, Any]) -> bytes:
@@ -61,10 +61,10 @@ class ResponsesStandIn:
             and isinstance(body.get("model"), str)
             and isinstance(body.get("input"), (str, list))
         ):
-            return _invalid("'model' (a string) and 'input' (a string or a list) are required.")
+            return invalid("'model' (a string) and 'input' (a string or a list) are required.")
         previous = body.get("previous_response_id")
         if previous is not None and previous not in self.stored:
-            return _error(
+            return error(
                 404,
                 f"Previous response with id '{previous}' not found.",
                 "invalid_request_error",
@@ -107,8 +107,8 @@ class ResponsesStandIn:
                 "role": "assistant",
                 "content": [part],
             }
-        asked = _tokens(json.dumps(body["input"])) + _tokens(body.get("instructions") or "")
-        answered = _tokens(TOOL_ARGUMENTS if tool else text)
+        asked = tokens(json.dumps(body["input"])) + tokens(body.get("instructions") or "")
+        answered = tokens(TOOL_ARGUMENTS if tool else text)
         cut = "length" in directives
         conversation = body.get("conversation")
         return {
@@ -160,7 +160,7 @@ class ResponsesStandIn:
     def _missing(self, request: Request) -> Response:
         name = request.path_params["response_id"]
         message = f"Response with id '{name}' not found."
-        return _error(404, message, "invalid_request_error", "not_found")
+        return error(404, message, "invalid_request_error", "not_found")
 
 
 def _item_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -173,7 +173,7 @@ def _item_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
             "output_index": index,
             "item": item | {"arguments": "", "status": "in_progress"},
         }
-        for piece in _pieces(item["arguments"], 3):
+        for piece in pieces(item["arguments"], 3):
             yield {
                 "type": "response.function_call_arguments.delta",
                 "item_id": item_id,
@@ -196,7 +196,7 @@ def _item_events(index: int, item: dict[str, Any]) -> Iterator[dict[str, Any]]:
             "item": item | {"status": "in_progress", "content": []},
         }
         yield {"type": "response.content_part.added", **at, "part": empty}
-        for piece in _pieces(part["text"], max(3, len(part["text"].split()) // 4)):
+        for piece in pieces(part["text"], max(3, len(part["text"].split()) // 4)):
             yield {"type": "response.output_text.delta", **at, "delta": piece, "logprobs": []}
         yield {"type": "response.output_text.done", **at, "text": part["text"], "logprobs": []}
         yield {"type": "response.content_part.done", **at, "part": part}
@@ -237,10 +237,10 @@ async def completions(sim: Simulator, body: Any) -> Response:
         and prompts
         and all(isinstance(p, str) for p in prompts)
     ):
-        return _invalid("'model' (a string) and 'prompt' (a string or strings) are required.")
+        return invalid("'model' (a string) and 'prompt' (a string or strings) are required.")
     n = body.get("n") or 1
     if not isinstance(n, int) or not 1 <= n <= 16:
-        return _invalid("'n' must be an integer from 1 to 16.")
+        return invalid("'n' must be an integer from 1 to 16.")
     directives, number = await sim.begin(" ".join(prompts))
     if (failure := openai_error(directives)) is not None:
         return failure
@@ -251,8 +251,8 @@ async def completions(sim: Simulator, body: Any) -> Response:
         for prompt in prompts
         for _ in range(n)
     ]
-    asked = sum(_tokens(p) for p in prompts)
-    answered = sum(_tokens(t) for t in texts)
+    asked = sum(tokens(p) for p in prompts)
+    answered = sum(tokens(t) for t in texts)
     head = {
         "id": f"cmpl-sim{number}",
         "object": "text_completion",
@@ -285,7 +285,7 @@ async def _completion_chunks(
         return f"data: {json.dumps(head | {'choices': [choice]})}\n\n".encode()
 
     for index, text in enumerate(texts):
-        for piece in _pieces(text, max(3, len(text.split()) // 4)):
+        for piece in pieces(text, max(3, len(text.split()) // 4)):
             yield chunk(index, piece, None)
         yield chunk(index, "", finish)
     if usage is not None:

@@ -39,7 +39,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
-log = logging.getLogger("kallm.limits")
+log = logging.getLogger("kallm.server.limits")
 
 LOG_INTERVAL = 10.0  # seconds: at most one line per reason this often
 # After answering 431/408/503, read and drop what the client still sends, for this long

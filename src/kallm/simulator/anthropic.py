@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from kallm.simulator import SimulatedDisconnect, Simulator
+from kallm.simulator.openai import SimulatedDisconnect, Simulator
 
 TOOL_NAME = "get_weather"
 TOOL_INPUT = {"city": "Paris", "units": "celsius"}

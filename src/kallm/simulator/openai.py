@@ -18,12 +18,10 @@ so a test can tell whether kallm really called upstream.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import hashlib
 import json
-import logging
 import math
 import re
 import struct
@@ -32,11 +30,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 
 MODELS = ("sim-small", "sim-large", "sim-embed")
 TOOL_NAME = "get_weather"
@@ -55,7 +50,7 @@ class SimulatedDisconnect(Exception):
     """Raised mid-response so that uvicorn drops the connection, as a crashed upstream would."""
 
 
-def _error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
+def error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
     body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
     return JSONResponse(body, status_code=status)
 
@@ -63,22 +58,22 @@ def _error(status: int, message: str, kind: str, code: str | None = None) -> JSO
 def openai_error(directives: Collection[str]) -> JSONResponse | None:
     """The error `[sim:error500]` or `[sim:error429]` asks for, in OpenAI's shape."""
     if "error500" in directives:
-        return _error(500, "simulated server error", "server_error")
+        return error(500, "simulated server error", "server_error")
     if "error429" in directives:
-        return _error(429, "simulated rate limit exceeded", "requests", "rate_limit_exceeded")
+        return error(429, "simulated rate limit exceeded", "requests", "rate_limit_exceeded")
     return None
 
 
-def _invalid(message: str) -> JSONResponse:
-    return _error(400, message, "invalid_request_error")
+def invalid(message: str) -> JSONResponse:
+    return error(400, message, "invalid_request_error")
 
 
-def _tokens(text: str) -> int:
+def tokens(text: str) -> int:
     # Close to what a BPE tokenizer gives for English prose: 4 tokens per 3 words.
     return math.ceil(len(text.split()) * 4 / 3)
 
 
-def _text_of(content: Any) -> str:
+def text_of(content: Any) -> str:
     """The text of a message's content, which is a string or a list of typed parts."""
     if isinstance(content, str):
         return content
@@ -88,7 +83,7 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def _pieces(text: str, count: int) -> list[str]:
+def pieces(text: str, count: int) -> list[str]:
     """Split text into about `count` pieces that join back to it, at word boundaries if possible."""
     words = re.findall(r"\S+\s*", text)
     if len(words) < count:
@@ -152,7 +147,7 @@ class Simulator:
                 }
             )
             if not valid:
-                return _invalid("We could not parse the JSON body of your request.")
+                return invalid("We could not parse the JSON body of your request.")
             return await handler(request, body)
 
         return endpoint
@@ -163,13 +158,13 @@ class Simulator:
             and isinstance(body.get("model"), str)
             and isinstance(body.get("messages"), list)
         ):
-            return _invalid("'model' (a string) and 'messages' (a list) are required.")
+            return invalid("'model' (a string) and 'messages' (a list) are required.")
         choices = body.get("n") or 1
         if not isinstance(choices, int) or not 1 <= choices <= 16:
-            return _invalid("'n' must be an integer from 1 to 16.")
+            return invalid("'n' must be an integer from 1 to 16.")
         messages = [m for m in body["messages"] if isinstance(m, dict)]
         user = next(
-            (_text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
+            (text_of(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
         )
         directives, number = await self.begin(user)
         if (failure := openai_error(directives)) is not None:
@@ -180,8 +175,8 @@ class Simulator:
             (r for r in ("content_filter", "length") if r in directives), None
         )
         text = f"Simulated answer #{number}: {user}"
-        prompt_tokens = sum(_tokens(_text_of(m.get("content"))) for m in messages)
-        completion_tokens = _tokens(TOOL_ARGUMENTS if tool else text) * choices
+        prompt_tokens = sum(tokens(text_of(m.get("content"))) for m in messages)
+        completion_tokens = tokens(TOOL_ARGUMENTS if tool else text) * choices
         usage = {
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
@@ -209,7 +204,7 @@ class Simulator:
 
     async def embeddings(self, request: Request, body: Any) -> Response:
         if not isinstance(body, dict) or not isinstance(body.get("model"), str):
-            return _invalid("'model' (a string) is required.")
+            return invalid("'model' (a string) is required.")
         texts = body.get("input")
         texts = [texts] if isinstance(texts, str) else texts
 
@@ -223,7 +218,7 @@ class Simulator:
             and texts
             and (all(isinstance(t, str) for t in texts) or all(is_tokens(t) for t in texts))
         ):
-            return _invalid(
+            return invalid(
                 "'input' must be a string, a non-empty list of strings, a token array or a "
                 "non-empty list of token arrays."
             )
@@ -231,15 +226,15 @@ class Simulator:
         words = [t if isinstance(t, str) else " ".join(f"t{n}" for n in t) for t in texts]
         directives = {name for text in words for name, _ in _DIRECTIVE.findall(text)}
         if "error500" in directives:
-            return _error(500, "simulated server error", "server_error")
+            return error(500, "simulated server error", "server_error")
         if "error429" in directives:
-            return _error(429, "simulated rate limit exceeded", "requests", "rate_limit_exceeded")
+            return error(429, "simulated rate limit exceeded", "requests", "rate_limit_exceeded")
         dimensions = body.get("dimensions", DEFAULT_DIMENSIONS)
         if not isinstance(dimensions, int) or not 1 <= dimensions <= 4096:
-            return _invalid("'dimensions' must be an integer from 1 to 4096.")
+            return invalid("'dimensions' must be an integer from 1 to 4096.")
         encoding = body.get("encoding_format") or "float"
         if encoding not in ("float", "base64"):
-            return _invalid("'encoding_format' must be 'float' or 'base64'.")
+            return invalid("'encoding_format' must be 'float' or 'base64'.")
         data: list[dict[str, Any]] = []
         for index, text in enumerate(words):
             vector: Any = embed(text, dimensions)
@@ -247,7 +242,7 @@ class Simulator:
                 # The openai SDK asks for base64 (little-endian float32) unless told otherwise.
                 vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
             data.append({"object": "embedding", "index": index, "embedding": vector})
-        tokens = sum(_tokens(t) if isinstance(t, str) else len(t) for t in texts)
+        tokens = sum(tokens(t) if isinstance(t, str) else len(t) for t in texts)
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
         return JSONResponse(
             {"object": "list", "data": data, "model": body["model"], "usage": usage}
@@ -262,7 +257,7 @@ class Simulator:
 
     async def not_found(self, request: Request, body: Any) -> Response:
         message = f"Unknown request URL: {request.method} {request.url.path}."
-        return _error(404, message, "invalid_request_error", "unknown_url")
+        return error(404, message, "invalid_request_error", "unknown_url")
 
     async def list_requests(self, request: Request) -> Response:
         return JSONResponse(self.requests)
@@ -325,12 +320,12 @@ class _Answer:
                 yield chunk(index, {"role": "assistant", "content": None, "tool_calls": [first]})
                 fragments = [
                     {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
-                    for piece in _pieces(TOOL_ARGUMENTS, 3)
+                    for piece in pieces(TOOL_ARGUMENTS, 3)
                 ]
             else:
                 yield chunk(index, {"role": "assistant", "content": ""})
                 count = 6 if slow else max(3, math.ceil(len(self.text.split()) / 4))
-                fragments = [{"content": piece} for piece in _pieces(self.text, count)]
+                fragments = [{"content": piece} for piece in pieces(self.text, count)]
             for position, delta in enumerate(fragments):
                 if self.truncate and position == 2:
                     raise SimulatedDisconnect("simulated truncated stream")
@@ -348,56 +343,3 @@ class _Answer:
 async def _broken(partial: bytes) -> AsyncIterator[bytes]:
     yield partial
     raise SimulatedDisconnect("simulated truncated response")
-
-
-def create_simulator_app(latency: float = 0.0) -> Starlette:
-    """The simulator as an ASGI app; `latency` seconds pass before each chat answer starts."""
-    sim = Simulator(latency)
-    # Each provider's stand-in lives in its own module; they share the request record.
-    from kallm import simulator_anthropic, simulator_gemini, simulator_responses
-
-    routes = [
-        *simulator_anthropic.routes(sim),
-        *simulator_gemini.routes(sim),
-        *simulator_responses.routes(sim),
-        Route("/v1/chat/completions", sim.recorded(sim.chat), methods=["POST"]),
-        Route("/v1/embeddings", sim.recorded(sim.embeddings), methods=["POST"]),
-        Route("/v1/models", sim.recorded(sim.models), methods=["GET"]),
-        Route("/v1/{path:path}", sim.recorded(sim.not_found), methods=ANY_METHOD),
-        Route("/_sim/requests", sim.list_requests, methods=["GET"]),
-        Route("/_sim/requests", sim.clear_requests, methods=["DELETE"]),
-    ]
-    return Starlette(routes=routes)
-
-
-def _not_simulated(record: logging.LogRecord) -> bool:
-    """Keep uvicorn from printing a traceback for every connection dropped on purpose."""
-    error = record.exc_info[1] if record.exc_info else None
-    if isinstance(error, BaseExceptionGroup):
-        return error.subgroup(SimulatedDisconnect) is None
-    return not isinstance(error, SimulatedDisconnect)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m kallm.simulator",
-        description="A simulated OpenAI-compatible provider (test double, answers are canned).",
-    )
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9000)
-    parser.add_argument(
-        "--latency", type=float, default=0.0, help="seconds before each chat answer"
-    )
-    args = parser.parse_args(argv)
-    config = uvicorn.Config(
-        create_simulator_app(args.latency), host=args.host, port=args.port, log_level="warning"
-    )
-    # uvicorn.Config sets logging up, so the filter goes on afterwards.
-    logging.getLogger("uvicorn.error").addFilter(_not_simulated)
-    url = f"http://{args.host}:{args.port}/v1"
-    print(f"kallm SIMULATED OpenAI provider (test double, answers are canned) on {url}", flush=True)
-    uvicorn.Server(config).run()
-
-
-if __name__ == "__main__":
-    main()

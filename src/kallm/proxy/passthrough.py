@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from kallm import upstream
-from kallm.admission import Gate
-from kallm.auth import Refused
+from kallm.proxy.admission import Gate
+from kallm.proxy.auth import Refused
 
 log = logging.getLogger("kallm")
 

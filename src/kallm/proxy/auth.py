@@ -17,13 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from kallm import upstream
+from kallm.providers import route_names
 
 TENANT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 # The routes a client may be limited to: each cached API, and everything kallm forwards.
-ROUTES = frozenset(
-    {"chat.completions", "completions", "responses", "messages", "gemini", "embeddings"}
-    | {"passthrough"}
-)
+ROUTES = route_names() | {"passthrough"}
 # Where a caller may present its kallm key: kallm's own header, else any header its SDK
 # already sends a key in (so `api_key=<kallm key>` works unchanged), else Gemini's `?key=`.
 KALLM_KEY_HEADER = "x-kallm-key"

@@ -20,12 +20,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from kallm.simulator import (
+from kallm.simulator.openai import (
     TOOL_NAME,
     SimulatedDisconnect,
     Simulator,
-    _pieces,
-    _tokens,
+    pieces,
+    tokens,
 )
 
 TOOL_ARGS = {"city": "Paris"}
@@ -75,11 +75,11 @@ class _Answer:
     def chunks(self) -> list[dict[str, Any]]:
         """The answer as Gemini streams it: text deltas, the last with finishReason and the
         final usageMetadata (earlier chunks carry the prompt count only)."""
-        pieces = [self._parts()] if self.tool else [[{"text": p}] for p in _pieces(self.text, 4)]
+        deltas = [self._parts()] if self.tool else [[{"text": p}] for p in pieces(self.text, 4)]
         prompt = {"promptTokenCount": self.usage["promptTokenCount"]}
         out = [
             {"candidates": [self._candidate(parts, None)], "usageMetadata": prompt, **self._head()}
-            for parts in pieces
+            for parts in deltas
         ]
         last = out[-1]
         last["candidates"][0]["finishReason"] = self.finish
@@ -113,7 +113,7 @@ class GeminiStandIn:
             message = "* GenerateContentRequest.contents: contents is not specified"
             return _error(400, message, "INVALID_ARGUMENT")
         if method == "countTokens":
-            total = sum(_tokens(_texts(c)) for c in body["contents"])
+            total = sum(tokens(_texts(c)) for c in body["contents"])
             return JSONResponse({"totalTokens": total})
         if method not in {"generateContent", "streamGenerateContent"}:
             return _error(404, f"Method {method} is not found.", "NOT_FOUND")
@@ -131,8 +131,8 @@ class GeminiStandIn:
             return _error(429, "simulated quota exceeded", "RESOURCE_EXHAUSTED")
         tool = "tool" in directives
         text = f"Simulated answer #{number}: {user}"
-        prompt = sum(_tokens(_texts(c)) for c in contents)
-        answer_tokens = _tokens(json.dumps(TOOL_ARGS) if tool else text)
+        prompt = sum(tokens(_texts(c)) for c in contents)
+        answer_tokens = tokens(json.dumps(TOOL_ARGS) if tool else text)
         usage = {
             "promptTokenCount": prompt,
             "candidatesTokenCount": answer_tokens,

@@ -1,0 +1,3 @@
+from kallm.simulator.app import main
+
+main()
