@@ -242,8 +242,8 @@ class Simulator:
                 # The openai SDK asks for base64 (little-endian float32) unless told otherwise.
                 vector = base64.b64encode(struct.pack(f"<{dimensions}f", *vector)).decode()
             data.append({"object": "embedding", "index": index, "embedding": vector})
-        tokens = sum(tokens(t) if isinstance(t, str) else len(t) for t in texts)
-        usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+        count = sum(tokens(t) if isinstance(t, str) else len(t) for t in texts)
+        usage = {"prompt_tokens": count, "total_tokens": count}
         return JSONResponse(
             {"object": "list", "data": data, "model": body["model"], "usage": usage}
         )
