@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from kallm.storage import Entry, EntryQuery
+from kallm.storage.base import Search
 
 NOW = time.time()  # real time: servers with native TTLs must not expire entries mid-test
 
@@ -67,12 +68,12 @@ class StoreContract:
             await store.put(entry(4, vec(1, 0, 0), model="other-model"))
             await store.put(entry(5, vec(0, 1, 0)))
             await store.put(entry(6, None))  # exact only
-            hits = await store.search("ns", "p", vec(1, 0.1, 0), "m", 5, NOW)
+            hits = await store.search(Search("ns", "p", vec(1, 0.1, 0), "m", 5, NOW))
             assert [h.entry.id for h in hits] == ["id1", "id5"]
             assert hits[0].similarity == pytest.approx(
                 float(vec(1, 0.1, 0) @ vec(1, 0, 0)), abs=1e-4
             )
-            assert await store.search("ns", "p", vec(1, 0, 0), "m", 5, NOW + 1000) == []
+            assert await store.search(Search("ns", "p", vec(1, 0, 0), "m", 5, NOW + 1000)) == []
 
         self.scenario(make_store, 10, body)
 
@@ -83,7 +84,10 @@ class StoreContract:
             await store.record_hit(await store.get_exact("ns", "exact0", NOW), NOW + 1)
             await store.put(entry(3, vec(1, 3, 0)))
             assert await store.get_exact("ns", "exact1", NOW) is None
-            found = {h.entry.id for h in await store.search("ns", "p", vec(1, 1, 0), "m", 10, NOW)}
+            found = {
+                h.entry.id
+                for h in await store.search(Search("ns", "p", vec(1, 1, 0), "m", 10, NOW))
+            }
             assert found == {"id0", "id2", "id3"}
             assert await store.count(NOW) == 3
             hit = await store.get_exact("ns", "exact0", NOW)
@@ -98,9 +102,9 @@ class StoreContract:
             newer.id, newer.response = "id1b", {"n": "new"}
             await store.put(newer)
             assert (await store.get_exact("ns", "exact1", NOW)).response == {"n": "new"}
-            assert [h.entry.id for h in await store.search("ns", "p", vec(1, 0), "m", 5, NOW)] == [
-                "id1b"
-            ]
+            assert [
+                h.entry.id for h in await store.search(Search("ns", "p", vec(1, 0), "m", 5, NOW))
+            ] == ["id1b"]
             assert await store.count(NOW) == 1
 
         self.scenario(make_store, 10, body)
@@ -112,9 +116,9 @@ class StoreContract:
             assert await store.delete("id0") is True
             assert await store.delete("id0") is False
             assert await store.get_exact("a", "exact0", NOW) is None
-            assert await store.search("a", "p", vec(1, 0), "m", 5, NOW) != []  # id1 remains
+            assert await store.search(Search("a", "p", vec(1, 0), "m", 5, NOW)) != []  # id1 remains
             assert await store.clear("a") == 1
-            assert await store.search("a", "p", vec(1, 0), "m", 5, NOW) == []
+            assert await store.search(Search("a", "p", vec(1, 0), "m", 5, NOW)) == []
             assert await store.count(NOW) == 2
             assert await store.clear(None) == 2
             assert await store.count(NOW) == 0
@@ -147,7 +151,7 @@ class StoreContract:
                 vectors[i] = v / np.linalg.norm(v)
                 await store.put(entry(i, vectors[i], age=200 - i))
             for i in range(100, 120):
-                hits = await store.search("ns", "p", vectors[i], "m", 1, NOW)
+                hits = await store.search(Search("ns", "p", vectors[i], "m", 1, NOW))
                 assert hits[0].entry.id == f"id{i}" and hits[0].similarity == pytest.approx(
                     1.0, abs=1e-4
                 )
@@ -172,7 +176,7 @@ class StoreContract:
             for i in (0, 3, 4):
                 assert (await store.get_exact(namespaces[i], f"exact{i}", NOW)).id == f"id{i}"
             for namespace, expected in (("a", {"id0", "id4"}), ("a@key", {"id3"})):
-                hits = await store.search(namespace, "p", vec(1, 1, 0), "m", 10, NOW)
+                hits = await store.search(Search(namespace, "p", vec(1, 1, 0), "m", 10, NOW))
                 assert {h.entry.id for h in hits} == expected
             for i in (10, 11):
                 assert (await store.get_exact(f"b{i}", f"exact{i}", NOW)).id == f"id{i}"
@@ -192,7 +196,7 @@ class StoreContract:
             assert found.scope == "" and found.owner == "k8s:team-a/x"
             listed = await store.entries(EntryQuery(namespace="k8s:team-a/x"), NOW)
             assert {e.id: e.scope for e in listed} == {"id1": "team-a", "id2": ""}
-            hits = await store.search("k8s:team-a/x", "p", vec(1, 0, 0), "m", 1, NOW)
+            hits = await store.search(Search("k8s:team-a/x", "p", vec(1, 0, 0), "m", 1, NOW))
             assert [(h.entry.id, h.entry.scope) for h in hits] == [("id1", "team-a")]
 
         self.scenario(make_store, 10, body)
@@ -205,7 +209,7 @@ class StoreContract:
             await store.put(entry(3, vec(1, 3), namespace="x", age=4, scope="t"), 2)
             await store.put(entry(4, vec(1, 4), namespace="t", age=3), 2)  # scope t: 0, 3, 4
             assert await store.get_exact("t", "exact0", NOW) is None
-            assert await store.search("t", "p", vec(1, 0), "m", 10, NOW) != []
+            assert await store.search(Search("t", "p", vec(1, 0), "m", 10, NOW)) != []
             assert {e.id for e in await store.entries(EntryQuery(), NOW)} == {
                 "id1", "id2", "id3", "id4"
             }  # fmt: skip

@@ -14,6 +14,7 @@ from contract import NOW, StoreContract, entry, vec
 from postgres_server import postgres_server, start_again
 from psycopg.conninfo import conninfo_to_dict
 
+from kallm.storage.base import Search
 from kallm.storage.postgres import PostgresStore
 
 
@@ -97,9 +98,9 @@ def test_a_table_dropped_under_the_store_is_created_again(pg_url):
             with pytest.raises(psycopg.errors.UndefinedTable):
                 await store.count(NOW)
             await store.put(entry(2, vec(1, 0)))
-            assert [h.entry.id for h in await store.search("ns", "p", vec(1, 0), "m", 5, NOW)] == [
-                "id2"
-            ]
+            assert [
+                h.entry.id for h in await store.search(Search("ns", "p", vec(1, 0), "m", 5, NOW))
+            ] == ["id2"]
 
     run(body)
 
@@ -110,7 +111,7 @@ def test_two_stores_on_one_database_share_entries(pg_url):
     async def body():
         async with opened(pg_url, table=table) as one, opened(pg_url, table=table) as two:
             await one.put(entry(1, vec(1, 0, 0)))
-            hits = await two.search("ns", "p", vec(1, 0.1, 0), "m", 5, NOW)
+            hits = await two.search(Search("ns", "p", vec(1, 0.1, 0), "m", 5, NOW))
             assert [h.entry.id for h in hits] == ["id1"]
             assert (await two.get_exact("ns", "exact1", NOW)).response == {"n": 1}
             await two.record_hit(hits[0].entry, NOW + 1)
@@ -129,7 +130,7 @@ def test_entries_survive_closing_and_reopening(pg_url):
             await store.put(entry(2, None))
         async with opened(pg_url, table=table) as store:
             assert (await store.get_exact("ns", "exact2", NOW)).vector is None
-            hits = await store.search("ns", "p", vec(1, 0, 0), "m", 5, NOW)
+            hits = await store.search(Search("ns", "p", vec(1, 0, 0), "m", 5, NOW))
             assert [h.entry.id for h in hits] == ["id1"]
             assert hits[0].similarity == pytest.approx(1.0, abs=1e-6)
 

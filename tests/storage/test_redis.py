@@ -8,6 +8,7 @@ from contract import StoreContract, entry, vec
 from redis.exceptions import RedisError
 from redis_server import RedisServer
 
+from kallm.storage.base import Search
 from kallm.storage.redis import RedisStore
 
 
@@ -51,7 +52,9 @@ async def within(seconds, check):
 
 
 async def ids(store, namespace="ns", v=None, now=None):
-    hits = await store.search(namespace, "p", v or vec(1, 0, 0), "m", 10, now or time.time())
+    hits = await store.search(
+        Search(namespace, "p", v or vec(1, 0, 0), "m", 10, now or time.time())
+    )
     return {h.entry.id for h in hits}
 
 
@@ -71,7 +74,7 @@ def test_a_put_on_one_replica_is_found_by_the_others_search_within_a_second(redi
             await within(1.0, lambda: _has(b, "id1"))
             await a.put(live(2, vec(1, 0.1, 0)))  # the follower keeps following
             await within(1.0, lambda: _has(b, "id2"))
-            hits = await b.search("ns", "p", vec(1, 0, 0), "m", 1, time.time())
+            hits = await b.search(Search("ns", "p", vec(1, 0, 0), "m", 1, time.time()))
             assert [h.entry.id for h in hits] == ["id1"] and hits[0].entry.response == {"n": 1}
         finally:
             await a.close()
@@ -170,7 +173,7 @@ def test_calls_fail_fast_while_redis_is_down_and_work_again_after_it_restarts(tm
             now = time.time()
             calls = [
                 lambda: a.get_exact("ns", "exact1", now),
-                lambda: a.search("ns", "p", vec(1, 0, 0), "m", 5, now),
+                lambda: a.search(Search("ns", "p", vec(1, 0, 0), "m", 5, now)),
                 lambda: a.put(live(2, vec(1, 0, 0))),
                 lambda: a.record_hit(entry(1), now),
                 lambda: b.count(now),

@@ -11,6 +11,7 @@ import pytest
 from contract import StoreContract, entry, vec
 
 from kallm.storage import EntryQuery
+from kallm.storage.base import Search
 from kallm.storage.lazy import LazyStart
 from kallm.storage.sqlite import SqliteStore
 
@@ -41,7 +42,7 @@ def test_entries_survive_a_restart(tmp_path):
         store = SqliteStore(path, 10)
         await store.start()
         try:
-            hits = await store.search("ns", "p", vec(1, 0.05, 0), "m", 1, time.time())
+            hits = await store.search(Search("ns", "p", vec(1, 0.05, 0), "m", 1, time.time()))
             assert [h.entry.id for h in hits] == ["id1"]
             assert (await store.get_exact("ns", "exact1", time.time())).response == {"n": 1}
         finally:

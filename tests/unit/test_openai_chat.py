@@ -84,7 +84,7 @@ def test_a_replayed_stream_rebuilds_the_cached_answer():
     assert parsed[-1]["choices"] == [] and parsed[-1]["usage"] == COMPLETION["usage"]
     assert all(p["usage"] is None for p in parsed[:-1])
 
-    recorder = chat.StreamRecorder()
+    recorder = chat.recorder()
     for d in data:
         recorder.add(d)
     rebuilt = recorder.answer()
@@ -110,14 +110,14 @@ def test_replay_without_usage_has_no_usage_chunk():
 
 def test_a_stream_without_done_is_not_an_answer():
     data = events(chat.replay_stream(COMPLETION, include_usage=False))[:-1]
-    recorder = chat.StreamRecorder()
+    recorder = chat.recorder()
     for d in data:
         recorder.add(d)
     assert recorder.answer() is None
 
 
 def test_an_unreadable_event_spoils_the_stream():
-    recorder = chat.StreamRecorder()
+    recorder = chat.recorder()
     for d in [*events(chat.replay_stream(COMPLETION, include_usage=False))[:2], "{oops", "[DONE]"]:
         recorder.add(d)
     assert recorder.answer() is None

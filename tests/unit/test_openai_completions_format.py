@@ -175,7 +175,7 @@ def test_a_replayed_stream_is_several_chunks_that_rebuild_the_answer(include_usa
     else:
         assert all("usage" not in c for c in chunks)
 
-    recorder = legacy.StreamRecorder()
+    recorder = legacy.recorder()
     for data in events:
         recorder.add(data)
     rebuilt = recorder.answer()
@@ -212,7 +212,7 @@ def test_logprobs_replay_token_by_token() -> None:
     ],
 )
 def test_a_stream_that_did_not_end_normally_records_nothing(events: list[str]) -> None:
-    recorder = legacy.StreamRecorder()
+    recorder = legacy.recorder()
     for data in events:
         recorder.add(data)
     assert recorder.answer() is None

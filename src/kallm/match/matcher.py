@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kallm.match.verifier import Verifier
-from kallm.storage.base import Entry, Store, Vector
+from kallm.storage.base import Entry, Search, Store, Vector
 
 
 @dataclass(frozen=True)
@@ -34,9 +34,8 @@ class Matcher:
         self, namespace: str, partition: str, text: str, vector: Vector, floor: float, now: float
     ) -> list[Candidate]:
         """The nearest entries with similarity at least `floor`, nearest first."""
-        found = await self._store.search(
-            namespace, partition, vector, self._embedding_model, self._limit, now
-        )
+        query = Search(namespace, partition, vector, self._embedding_model, self._limit, now)
+        found = await self._store.search(query)
         scored = []
         for hit in found:
             if hit.similarity < floor:

@@ -19,6 +19,7 @@ import httpx
 from kallm import upstream
 from kallm.providers.base import (
     Call,
+    EventRecorder,
     InvalidRequest,
     KeyParts,
     OddEvent,
@@ -33,7 +34,6 @@ from kallm.providers.base import (
     optional_str,
     parse_object,
     split_text,
-    stream_event,
     text_content,
     token_count,
     valid_counts,
@@ -307,7 +307,7 @@ def _index(event: dict[str, Any]) -> int:
     return index
 
 
-class StreamRecorder:
+class StreamRecorder(EventRecorder):
     """Rebuilds a Message from the events of a stream as they pass through (each event's
     `data` names its own type, so the `event:` lines are not needed). It never raises: an
     event it cannot read or apply spoils the recording, never the relay, and `answer` gives
@@ -319,19 +319,9 @@ class StreamRecorder:
         self._json: dict[int, str] = {}
         self._open: set[int] = set()
         self.done = False
-        self.broken = False
 
-    def add(self, data: str) -> None:
-        if self.broken:
-            return
-        try:
-            self._apply(_object(stream_event(data), "an event"))
-        except Exception:
-            # Whatever the event held (bad JSON, odd types, a delta for no block), the
-            # rebuilt answer is untrustworthy.
-            self.broken = True
-
-    def _apply(self, event: dict[str, Any]) -> None:
+    def apply(self, event: Any) -> None:
+        event = _object(event, "an event")
         kind = event.get("type")
         if kind == "message_start":
             self._message = dict(_object(event.get("message"), "message"))

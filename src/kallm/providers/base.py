@@ -348,3 +348,23 @@ def stream_event(data: str) -> Any:
 class OddEvent(ValueError):
     """A stream event of a shape a recorder does not rebuild: the recording is spoiled (the
     relay goes on; nothing is stored)."""
+
+
+class EventRecorder:
+    """A `Recorder` that never raises: the relay forwards every byte whatever the events
+    hold. Whatever `apply` raises on an event (bad JSON, odd types, too deep to parse, an
+    event out of place) spoils the recording instead, and nothing is stored."""
+
+    broken = False
+
+    def add(self, data: str) -> None:
+        if self.broken:
+            return
+        try:
+            self.apply(stream_event(data))
+        except Exception:
+            self.broken = True
+
+    def apply(self, event: Any) -> None:
+        """Apply one event's parsed `data`; raises for one the recorder cannot rebuild."""
+        raise NotImplementedError

@@ -20,6 +20,7 @@ import httpx
 from kallm import upstream
 from kallm.providers.base import (
     Call,
+    EventRecorder,
     InvalidRequest,
     KeyParts,
     OddEvent,
@@ -34,7 +35,6 @@ from kallm.providers.base import (
     optional_str,
     parse_object,
     split_text,
-    stream_event,
     token_count,
     valid_counts,
 )
@@ -318,7 +318,7 @@ class _CandidateBuilder:
         return {**candidate, **self.fields, "index": index}
 
 
-class StreamRecorder:
+class StreamRecorder(EventRecorder):
     """Rebuilds one GenerateContentResponse from the `alt=sse` chunks as they pass through.
 
     Gemini's stream has no end marker: the answer is whole once every candidate has a
@@ -328,18 +328,8 @@ class StreamRecorder:
     def __init__(self) -> None:
         self._candidates: dict[int, _CandidateBuilder] = {}
         self._head: dict[str, Any] = {}
-        self.broken = False
 
-    def add(self, data: str) -> None:
-        if self.broken:
-            return
-        try:
-            self._add(stream_event(data))
-        except Exception:
-            # Whatever the chunk held (bad JSON, odd types), it spoils the recording only.
-            self.broken = True
-
-    def _add(self, chunk: Any) -> None:
+    def apply(self, chunk: Any) -> None:
         if not isinstance(chunk, dict) or "error" in chunk:
             # An error mid-stream: whatever came before is not a whole answer.
             raise OddEvent("an error, or not an object")

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import httpx
 
 from kallm import upstream
-from kallm.providers.base import Call, OddEvent, Upstream, is_int, json_object
+from kallm.providers.base import Call, EventRecorder, OddEvent, Upstream, is_int, json_object
 
 
 def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> bytes:
@@ -77,3 +77,66 @@ def read_chunk(
             raise OddEvent("a choice without an integer index")
         indexed.append((index, choice))
     return head, counts or None, indexed
+
+
+class ChoiceBuilder(Protocol):
+    """One choice of an answer, rebuilt from its stream chunks."""
+
+    def add(self, choice: dict[str, Any]) -> None:
+        """Apply one chunk's choice; raises OddEvent for parts of other types."""
+        ...
+
+    def build(self, index: int) -> dict[str, Any]: ...
+
+
+class ChoicesRecorder(EventRecorder):
+    """Rebuilds a chat or text completion (`kind`) from the chunks of a stream as they pass
+    through, one `builder` a choice; `head_names` are the chunk fields the answer keeps.
+
+    A chunk it cannot read (an error event, a field of another type) spoils the recording,
+    and `answer` gives only an answer `cacheable` accepts."""
+
+    def __init__(
+        self,
+        kind: str,
+        head_names: tuple[str, ...],
+        builder: Callable[[], ChoiceBuilder],
+        cacheable: Callable[[dict[str, Any]], bool],
+    ) -> None:
+        self._kind = kind
+        self._head_names = head_names
+        self._builder = builder
+        self._cacheable = cacheable
+        self._choices: dict[int, ChoiceBuilder] = {}
+        self._head: dict[str, Any] = {}
+        self._usage: dict[str, Any] | None = None
+        self.done = False
+
+    def add(self, data: str) -> None:
+        if data == "[DONE]":
+            self.done = True
+        else:
+            super().add(data)
+
+    def apply(self, chunk: Any) -> None:
+        head, counts, choices = read_chunk(chunk, self._head_names)
+        self._head.update(head)
+        if counts:
+            self._usage = counts
+        for index, choice in choices:
+            if index not in self._choices:
+                self._choices[index] = self._builder()
+            self._choices[index].add(choice)
+
+    def answer(self) -> dict[str, Any] | None:
+        """The whole answer, or None unless the stream ended normally with one kallm caches."""
+        if not self.done or self.broken or not self._choices:
+            return None
+        completion: dict[str, Any] = {
+            **self._head,
+            "object": self._kind,
+            "choices": [self._choices[i].build(i) for i in sorted(self._choices)],
+        }
+        if self._usage is not None:
+            completion["usage"] = self._usage
+        return completion if self._cacheable(completion) else None

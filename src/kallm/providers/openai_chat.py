@@ -26,12 +26,11 @@ from kallm.providers.base import (
     optional_str,
     parse_object,
     split_text,
-    stream_event,
     text_content,
     token_count,
     valid_counts,
 )
-from kallm.providers.openai import OpenAIEndpoint, read_chunk
+from kallm.providers.openai import ChoicesRecorder, OpenAIEndpoint
 from kallm.sse import event
 
 # Fields that never change the answer, so they stay out of the cache key. Everything else
@@ -303,55 +302,10 @@ class _ChoiceBuilder:
         }
 
 
-class StreamRecorder:
-    """Rebuilds a `chat.completion` from the chunks of a stream as they pass through.
-
-    It never raises: the relay forwards every byte whatever the chunks hold. A chunk kallm
-    cannot read (an error event, a field of another type) spoils the recording instead, and
-    `answer` gives only an answer `is_cacheable` accepts."""
-
-    def __init__(self) -> None:
-        self._choices: dict[int, _ChoiceBuilder] = {}
-        self._head: dict[str, Any] = {}
-        self._usage: dict[str, Any] | None = None
-        self.done = False
-        self.broken = False
-
-    def add(self, data: str) -> None:
-        if data == "[DONE]":
-            self.done = True
-            return
-        if self.broken:
-            return
-        try:
-            self._add(stream_event(data))
-        except Exception:
-            # Whatever the event held (bad JSON, odd types, too deep to parse), it spoils
-            # the recording, never the stream.
-            self.broken = True
-
-    def _add(self, chunk: Any) -> None:
-        head, counts, choices = read_chunk(
-            chunk, ("id", "created", "model", "system_fingerprint", "service_tier")
-        )
-        self._head.update(head)
-        if counts:
-            self._usage = counts
-        for index, choice in choices:
-            self._choices.setdefault(index, _ChoiceBuilder()).add(choice)
-
-    def answer(self) -> dict[str, Any] | None:
-        """The whole answer, or None unless the stream ended normally with one kallm caches."""
-        if not self.done or self.broken or not self._choices:
-            return None
-        completion: dict[str, Any] = {
-            **self._head,
-            "object": "chat.completion",
-            "choices": [self._choices[i].build(i) for i in sorted(self._choices)],
-        }
-        if self._usage is not None:
-            completion["usage"] = self._usage
-        return completion if is_cacheable(completion) else None
+def recorder() -> ChoicesRecorder:
+    """Rebuilds a `chat.completion` from the chunks of a stream as they pass through."""
+    head = ("id", "created", "model", "system_fingerprint", "service_tier")
+    return ChoicesRecorder("chat.completion", head, _ChoiceBuilder, is_cacheable)
 
 
 def estimate_usage(request: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]:
@@ -392,7 +346,7 @@ class OpenAIChat(OpenAIEndpoint):
     wants_stream = staticmethod(wants_stream)
     is_cacheable = staticmethod(is_cacheable)
     usage = staticmethod(usage)
-    recorder = StreamRecorder
+    recorder = staticmethod(recorder)
 
     def parse(self, call: Call) -> dict[str, Any]:
         return parse_request(call.body)

@@ -16,6 +16,7 @@ from typing import Any
 
 from kallm.providers.base import (
     Call,
+    EventRecorder,
     InvalidRequest,
     KeyParts,
     OddEvent,
@@ -26,7 +27,6 @@ from kallm.providers.base import (
     optional_str,
     parse_object,
     split_text,
-    stream_event,
     text_content,
     token_count,
     valid_counts,
@@ -283,7 +283,7 @@ def replay_stream(request: dict[str, Any], response: dict[str, Any]) -> Iterator
     return _numbered(replay_events(replay_response(request, response)))
 
 
-class StreamRecorder:
+class StreamRecorder(EventRecorder):
     """Keeps the response a stream completes with. `response.completed` carries the whole
     response; the stream counts only if nothing failed and its events came in order. It
     never raises: an event it cannot read spoils the recording, never the relay."""
@@ -292,18 +292,8 @@ class StreamRecorder:
         self._response: dict[str, Any] | None = None
         self._items: dict[int, Any] = {}
         self._last = -1
-        self.broken = False
 
-    def add(self, data: str) -> None:
-        if self.broken:
-            return
-        try:
-            self._add(stream_event(data))
-        except Exception:
-            # Bad JSON, an event without a type, odd numbers: the answer is untrustworthy.
-            self.broken = True
-
-    def _add(self, payload: Any) -> None:
+    def apply(self, payload: Any) -> None:
         if not isinstance(payload, dict) or not isinstance(kind := payload.get("type"), str):
             raise OddEvent("an event without a type")
         number = payload.get("sequence_number")

@@ -64,6 +64,24 @@ class EntryQuery:
         )
 
 
+@dataclass(frozen=True)
+class Search:
+    """A semantic lookup: the `limit` nearest vectors made by `embedding_model` in one
+    namespace and partition, among entries unexpired at `now`."""
+
+    namespace: str
+    partition: str
+    vector: Vector
+    embedding_model: str
+    limit: int
+    now: float
+
+    @property
+    def index(self) -> tuple[str, str, str]:
+        """Where the vectors it compares live (see storage.vectors)."""
+        return (self.namespace, self.partition, self.embedding_model)
+
+
 class Store(Protocol):
     """A cache store. Lookups never return expired entries; `put` evicts the least recently
     used entries beyond the store's size bound. Search only looks inside one namespace and
@@ -71,15 +89,7 @@ class Store(Protocol):
 
     async def get_exact(self, namespace: str, exact: str, now: float) -> Entry | None: ...
 
-    async def search(
-        self,
-        namespace: str,
-        partition: str,
-        vector: Vector,
-        embedding_model: str,
-        limit: int,
-        now: float,
-    ) -> list[Hit]: ...
+    async def search(self, query: Search) -> list[Hit]: ...
 
     async def put(self, entry: Entry, scope_limit: int | None = None) -> None:
         """Store `entry`, replacing the entry of the same namespace and exact request. Then,

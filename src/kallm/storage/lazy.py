@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from kallm.storage.base import Entry, EntryQuery, Hit, Store, Vector
+from kallm.storage.base import Entry, EntryQuery, Hit, Search, Store
 
 
 class Startable(Store, Protocol):
@@ -42,17 +42,8 @@ class LazyStart:
     async def get_exact(self, namespace: str, exact: str, now: float) -> Entry | None:
         return await (await self._ready()).get_exact(namespace, exact, now)
 
-    async def search(
-        self,
-        namespace: str,
-        partition: str,
-        vector: Vector,
-        embedding_model: str,
-        limit: int,
-        now: float,
-    ) -> list[Hit]:
-        store = await self._ready()
-        return await store.search(namespace, partition, vector, embedding_model, limit, now)
+    async def search(self, query: Search) -> list[Hit]:
+        return await (await self._ready()).search(query)
 
     async def put(self, entry: Entry, scope_limit: int | None = None) -> None:
         await (await self._ready()).put(entry, scope_limit)

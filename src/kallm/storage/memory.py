@@ -6,7 +6,7 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 
-from kallm.storage.base import Entry, EntryQuery, Hit, Vector
+from kallm.storage.base import Entry, EntryQuery, Hit, Search
 from kallm.storage.vectors import VectorIndex
 
 
@@ -24,17 +24,11 @@ class MemoryStore:
         entry_id = self._exact.get((namespace, exact))
         return self._live(entry_id, now) if entry_id else None
 
-    async def search(
-        self,
-        namespace: str,
-        partition: str,
-        vector: Vector,
-        embedding_model: str,
-        limit: int,
-        now: float,
-    ) -> list[Hit]:
-        found = await self._vectors.nearest((namespace, partition, embedding_model), vector, limit)
-        return [Hit(e, score) for entry_id, score in found if (e := self._live(entry_id, now))]
+    async def search(self, query: Search) -> list[Hit]:
+        found = await self._vectors.nearest(query.index, query.vector, query.limit)
+        return [
+            Hit(e, score) for entry_id, score in found if (e := self._live(entry_id, query.now))
+        ]
 
     async def put(self, entry: Entry, scope_limit: int | None = None) -> None:
         old_id = self._exact.get((entry.namespace, entry.exact))

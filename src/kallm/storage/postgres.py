@@ -56,7 +56,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
-from kallm.storage.base import Entry, EntryQuery, Hit, Vector
+from kallm.storage.base import Entry, EntryQuery, Hit, Search, Vector
 
 T = TypeVar("T")
 Connection = psycopg.AsyncConnection[TupleRow]
@@ -137,24 +137,16 @@ class PostgresStore:
         rows = await self._fetch(query, (namespace, exact, now))
         return _entry(rows[0]) if rows else None
 
-    async def search(
-        self,
-        namespace: str,
-        partition: str,
-        vector: Vector,
-        embedding_model: str,
-        limit: int,
-        now: float,
-    ) -> list[Hit]:
+    async def search(self, query: Search) -> list[Hit]:
         params = {
-            "q": _vector_text(vector),
-            "namespace": namespace,
-            "partition": partition,
-            "model": embedding_model,
-            "now": now,
-            "limit": limit,
+            "q": _vector_text(query.vector),
+            "namespace": query.namespace,
+            "partition": query.partition,
+            "model": query.embedding_model,
+            "now": query.now,
+            "limit": query.limit,
         }
-        rows = await self._fetch(self._search_sql(len(vector)), params)
+        rows = await self._fetch(self._search_sql(len(query.vector)), params)
         return [Hit(_entry(row[:-1]), float(row[-1])) for row in rows]
 
     async def put(self, entry: Entry, scope_limit: int | None = None) -> None:

@@ -60,7 +60,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from kallm.storage.base import Entry, EntryQuery, Hit, Vector
+from kallm.storage.base import Entry, EntryQuery, Hit, Search, Vector
 from kallm.storage.vectors import Key, VectorIndex
 
 log = logging.getLogger("kallm")
@@ -336,19 +336,10 @@ class RedisStore:
         entry = _entry(dict(zip(flat[::2], flat[1::2], strict=True)))
         return entry if entry.expires > now else None
 
-    async def search(
-        self,
-        namespace: str,
-        partition: str,
-        vector: Vector,
-        embedding_model: str,
-        limit: int,
-        now: float,
-    ) -> list[Hit]:
-        key = (namespace, partition, embedding_model)
+    async def search(self, query: Search) -> list[Hit]:
         for _ in range(_SEARCH_ROUNDS):
             index = self._index
-            found = await index.vectors.nearest(key, vector, limit)
+            found = await index.vectors.nearest(query.index, query.vector, query.limit)
             if not found:
                 return []
             entries = await self._read([entry_id for entry_id, _ in found])
@@ -360,7 +351,7 @@ class RedisStore:
         return [
             Hit(e, score)
             for entry_id, score in found
-            if (e := entries.get(entry_id)) is not None and e.expires > now
+            if (e := entries.get(entry_id)) is not None and e.expires > query.now
         ]
 
     async def put(self, entry: Entry, scope_limit: int | None = None) -> None:

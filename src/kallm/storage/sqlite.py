@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from kallm.storage.base import Entry, EntryQuery, Hit, Vector
+from kallm.storage.base import Entry, EntryQuery, Hit, Search
 from kallm.storage.vectors import VectorIndex
 
 T = TypeVar("T")
@@ -136,23 +136,15 @@ class SqliteStore:
         ).fetchall())  # fmt: skip
         return _entry(rows[0]) if rows else None
 
-    async def search(
-        self,
-        namespace: str,
-        partition: str,
-        vector: Vector,
-        embedding_model: str,
-        limit: int,
-        now: float,
-    ) -> list[Hit]:
-        found = await self._vectors.nearest((namespace, partition, embedding_model), vector, limit)
+    async def search(self, query: Search) -> list[Hit]:
+        found = await self._vectors.nearest(query.index, query.vector, query.limit)
         if not found:
             return []
         ids = [entry_id for entry_id, _ in found]
         marks = ",".join("?" * len(ids))
         rows = await self._run(lambda db: db.execute(
             f"SELECT {_COLUMNS} FROM entries WHERE id IN ({marks}) AND expires > ?",
-            (*ids, now),
+            (*ids, query.now),
         ).fetchall())  # fmt: skip
         live = {row["id"]: _entry(row) for row in rows}
         return [Hit(live[i], score) for i, score in found if i in live]
