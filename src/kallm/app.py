@@ -62,6 +62,8 @@ class Parts:
     drain: Drain = field(default_factory=Drain)
     policies: PolicyBook = field(default_factory=PolicyBook)
     providers: Sequence[Provider] = PROVIDERS
+    # The wall clock entries are stamped and expire by; a test hands in its own.
+    clock: Callable[[], float] = time.time
 
 
 def upstreams(settings: Settings) -> dict[str, Upstream]:
@@ -123,13 +125,13 @@ class Service:
             )  # fmt: skip
             core = Core(
                 settings, admission, store, embedder, matcher, client, parts.metrics,
-                self.prices, parts.policies,
+                self.prices, parts.policies, parts.clock,
             )  # fmt: skip
             proxies = {p.route: CacheProxy(p, targets[p.vendor], core) for p in parts.providers}
             admin = None
             if settings.admin_token is not None:
                 token = settings.admin_token.get_secret_value()
-                admin = Admin(token, store, proxies, settings, clients)
+                admin = Admin(token, store, proxies, settings, clients, parts.clock)
             passthrough = {
                 vendor.name: _passthrough(client, vendor, targets[vendor.name], gate)
                 for vendor in VENDORS
@@ -145,7 +147,7 @@ class Service:
                 "verifier_threshold": defaults.min_probability if verifier else None,
             }
             log.info("kallm ready", extra={"fields": fields})
-            await _check_embedding_models(store, embedder.name)
+            await _check_embedding_models(store, embedder.name, parts.clock())
             try:
                 yield
             finally:
@@ -233,7 +235,7 @@ class Service:
         """Entries in the store, or None when it does not answer (in bounded time)."""
         metrics = self.parts.metrics
         try:
-            count = await asyncio.wait_for(self.running.store.count(time.time()), 2.0)
+            count = await asyncio.wait_for(self.running.store.count(self.parts.clock()), 2.0)
         except Exception:
             metrics.cache_error("store")
             metrics.store_up.set(0)
@@ -329,10 +331,10 @@ async def _default_embedder(
     return embedder
 
 
-async def _check_embedding_models(store: Store, embedding_model: str) -> None:
+async def _check_embedding_models(store: Store, embedding_model: str, now: float) -> None:
     """Entries embedded by another model can never match: say so rather than miss silently."""
     try:
-        others = await store.embedding_models(time.time()) - {embedding_model}
+        others = await store.embedding_models(now) - {embedding_model}
     except Exception:
         return  # a store that is down is reported by /ready and the error counters
     if others:

@@ -5,7 +5,7 @@ import sys
 
 import httpx
 import pytest
-from conftest import SERVER_KEY, clean_env, start_kallm
+from processes import SERVER_KEY, clean_env, start_kallm
 
 TOKEN = "admin-token-for-tests"
 AUTH = {"authorization": f"Bearer {TOKEN}"}

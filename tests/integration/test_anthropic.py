@@ -12,7 +12,7 @@ import anthropic
 import httpx
 import pytest
 from anthropic.types import Message, RawMessageStreamEvent
-from conftest import Kallm, Simulator, free_port, start_kallm, unique_namespace
+from processes import Kallm, Simulator, free_port, start_kallm, unique_namespace
 
 MODEL = "claude-sonnet-4-6"
 MESSAGES = "/v1/messages"

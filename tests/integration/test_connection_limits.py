@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import SERVER_KEY, Kallm, start_kallm
+from processes import SERVER_KEY, Kallm, start_kallm
 
 from kallm.server.limits import ConnectionTable, Throttle, head_size
 

@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import SERVER_KEY
 from openai.types import CreateEmbeddingResponse
+from processes import SERVER_KEY
 
 from kallm.simulator.openai import embed as simulated_vector
 

@@ -122,12 +122,13 @@ def test_a_body_over_the_size_limit_is_a_413(caller, http, upstream, error_of):
 
 def test_an_unreachable_upstream_is_a_502(make_caller, kallm_unreachable, error_of):
     caller = make_caller(kallm_unreachable)
+    before = kallm_unreachable.stats()["upstream_errors"]
     with pytest.raises(openai.APIStatusError) as raised:
         caller.chat("Is anybody there?")
 
     assert raised.value.status_code == 502
     assert isinstance(raised.value.body, dict) and raised.value.body.get("message")
-    assert kallm_unreachable.stats()["upstream_errors"] >= 1
+    assert kallm_unreachable.stats()["upstream_errors"] == before + 1
 
 
 def test_an_unreachable_upstream_is_a_502_for_streams_and_passthrough(

@@ -29,10 +29,10 @@ from urllib.parse import parse_qsl, quote, quote_from_bytes, unquote
 
 import httpx
 import pytest
-from conftest import SERVER_KEY, Kallm, Simulator, start_kallm
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
+from processes import SERVER_KEY, Kallm, Simulator, start_kallm
 
 ADMIN_TOKEN = "fuzz-admin-token-0123456789"
 ADMIN = [(b"authorization", f"Bearer {ADMIN_TOKEN}".encode())]

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import httpx2  # what google-genai streams with
 import pytest
-from conftest import Kallm, Simulator, start_kallm, unique_namespace
 from google import genai
 from google.genai import errors, types
+from processes import Kallm, Simulator, start_kallm, unique_namespace
 
 MODEL = "gemini-2.5-flash"
 CLIENT_KEY = "gm-client-key-aaaaaaaa"

@@ -31,8 +31,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import SERVER_KEY, Kallm, Process, Simulator, clean_env, free_port, start_kallm
 from hostile_upstream import iter_body
+from processes import SERVER_KEY, Kallm, Process, Simulator, clean_env, free_port, start_kallm
 
 HERE = Path(__file__).parent
 # One client for every call the tests make (a fresh one per call costs ~20 ms of TLS setup).

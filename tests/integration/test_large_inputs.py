@@ -9,7 +9,7 @@ import threading
 import time
 
 import httpx
-from conftest import MODEL, unique_namespace
+from processes import MODEL, unique_namespace
 
 
 def test_hits_keep_their_latency_while_a_9_mb_prompt_is_handled(kallm, upstream, request):

@@ -35,18 +35,6 @@ def test_health_and_readiness(kallm):
     assert httpx.get(f"{kallm.root}/ready").status_code == 200
 
 
-def test_entries_expire_after_the_configured_ttl(make_caller, kallm_ttl, upstream):
-    caller = make_caller(kallm_ttl)  # KALLM_CACHE_TTL=2s
-    caller.chat("Name a spring flower.")
-    soon = caller.chat("Name a spring flower.")
-    time.sleep(2.5)
-    later = caller.chat("Name a spring flower.")
-
-    assert soon.cache == "HIT"
-    assert later.cache == "MISS"
-    assert len(upstream.chat_calls()) == 2
-
-
 def test_the_least_recently_used_entry_is_evicted(make_caller, kallm_small, upstream):
     caller = make_caller(kallm_small)  # KALLM_MAX_CACHE_SIZE=3
     first, second, third, fourth = (
@@ -110,7 +98,8 @@ def test_stats_count_hits_misses_and_savings(caller, kallm):
     assert after["total_misses"] == before["total_misses"] + 1
     assert after["bypasses"] == before["bypasses"] + 1
     assert after["total_entries"] >= before["total_entries"] + 1
-    assert 0.0 <= after["hit_rate"] <= 1.0
+    looked_up = after["total_hits"] + after["total_misses"]
+    assert after["hit_rate"] == round(after["total_hits"] / looked_up, 4)
     assert after["estimated_saved_usd"] > before["estimated_saved_usd"]
 
 

@@ -39,17 +39,21 @@ def test_exact_hits_skip_the_verifier(caller):
 
 
 def test_metrics_show_similarities_of_hits_and_near_misses(caller, kallm):
+    def counts() -> dict[str, float]:
+        text = httpx.get(f"{kallm.root}/metrics").text
+        found = {}
+        for decision in ("hit", "rejected"):
+            start = f'kallm_candidate_similarity_count{{decision="{decision}"}}'
+            line = next((ln for ln in text.splitlines() if ln.startswith(start)), f"{start} 0")
+            found[decision] = float(line.split()[-1])
+        return found
+
+    before = counts()
     caller.chat("How do I enable dark mode on my phone?")
     caller.chat("How do I enable dark mode on my phone, please?")
     caller.chat("How do I disable dark mode on my phone?", headers={"X-Kallm-Threshold": "0.8"})
-    text = httpx.get(f"{kallm.root}/metrics").text
-    for decision in ("hit", "rejected"):
-        line = next(
-            ln
-            for ln in text.splitlines()
-            if ln.startswith(f'kallm_candidate_similarity_count{{decision="{decision}"}}')
-        )
-        assert float(line.split()[-1]) >= 1
+    after = counts()
+    assert after == {"hit": before["hit"] + 1, "rejected": before["rejected"] + 1}
 
 
 def test_prompts_longer_than_the_model_reads_match_exactly_only(caller, upstream):

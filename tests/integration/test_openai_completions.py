@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import SERVER_KEY, Caller, Simulator
 from openai.types import Completion
+from processes import SERVER_KEY, Caller, Simulator
 
 PATH = "/v1/completions"
 MODEL = "gpt-3.5-turbo-instruct"

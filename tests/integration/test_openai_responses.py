@@ -10,7 +10,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-from conftest import MODEL, SERVER_KEY, Caller, Simulator
 from openai.types.responses import (
     Response,
     ResponseCompletedEvent,
@@ -22,6 +21,7 @@ from openai.types.responses import (
     ResponseStreamEvent,
     ResponseTextDeltaEvent,
 )
+from processes import MODEL, SERVER_KEY, Caller, Simulator
 
 PATH = "/v1/responses"
 WEATHER_TOOL = {

@@ -4,7 +4,7 @@ is counted, but the log gets one line of a kind per interval."""
 from __future__ import annotations
 
 import httpx
-from conftest import MODEL, SERVER_KEY, free_port, start_kallm
+from processes import MODEL, SERVER_KEY, free_port, start_kallm
 
 
 def test_a_redis_outage_logs_a_line_an_interval(tmp_path_factory, simulator):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 
@@ -57,17 +55,6 @@ def test_threshold_one_accepts_only_identical_text(caller):
 
     assert paraphrase.cache == "MISS"
     assert same.cache == "HIT"
-
-
-def test_a_ttl_header_makes_the_entry_expire(caller, upstream):
-    caller.chat("Name a winter sport.", headers={"X-Kallm-TTL": "1"})
-    soon = caller.chat("Name a winter sport.")
-    time.sleep(1.5)
-    later = caller.chat("Name a winter sport.")
-
-    assert soon.cache == "HIT"
-    assert later.cache == "MISS"
-    assert len(upstream.chat_calls()) == 2
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,10 @@ import anthropic
 import httpx
 import openai
 import pytest
-from conftest import (
+from google import genai
+from google.genai import errors as genai_errors
+from google.genai import types
+from processes import (
     MODEL,
     SERVER_KEY,
     Kallm,
@@ -24,9 +27,6 @@ from conftest import (
     start_kallm,
     unique_namespace,
 )
-from google import genai
-from google.genai import errors as genai_errors
-from google.genai import types
 
 TEAM_A, TEAM_B = "sk-kallm-team-a-111", "sk-kallm-team-b-222"
 LIMITED = "sk-kallm-limited-333"  # may only use gpt-4o* models on chat completions

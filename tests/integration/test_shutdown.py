@@ -6,7 +6,7 @@ import threading
 import time
 
 import httpx
-from conftest import SERVER_KEY, start_kallm
+from processes import SERVER_KEY, start_kallm
 
 
 def test_sigterm_drains_a_stream_in_flight_and_exits_0(tmp_path_factory, simulator, make_caller):

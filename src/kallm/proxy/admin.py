@@ -10,8 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -42,7 +41,9 @@ class Admin:
         proxies: dict[str, CacheProxy],
         settings: Settings,
         clients: ClientKeys | None,
+        clock: Callable[[], float],
     ) -> None:
+        self._clock = clock
         self._token = f"Bearer {token}".encode()
         self._store = store
         self._proxies = proxies  # by route
@@ -71,7 +72,7 @@ class Admin:
         query = EntryQuery(
             params.get("namespace"), params.get("model"), params.get("q"), offset, limit
         )
-        found = await self._store.entries(query, time.time())
+        found = await self._store.entries(query, self._clock())
         return JSONResponse(
             {"entries": [_summary(e) for e in found], "offset": offset, "limit": limit}
         )
@@ -174,7 +175,7 @@ class Admin:
         namespace = request.query_params.get("namespace")
 
         async def lines() -> AsyncIterator[bytes]:
-            offset, now = 0, time.time()
+            offset, now = 0, self._clock()
             while page := await self._store.entries(
                 EntryQuery(namespace=namespace, offset=offset, limit=PAGE_LIMIT), now
             ):

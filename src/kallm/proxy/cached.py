@@ -67,6 +67,7 @@ class Core:
     metrics: Metrics
     prices: PriceTable
     policies: PolicyBook
+    clock: Callable[[], float]  # time.time, or a test's
 
     def cache_failed(self, component: str) -> None:
         """Count and log a cache failure the request survives. Called inside `except`: one
@@ -180,7 +181,7 @@ class CacheProxy:
     ) -> Lookup:
         """Look in the caller's own namespace first, then in those it shares with."""
         core = self._core
-        now = time.time()
+        now = core.clock()
         for key in looked_in:
             try:
                 entry = await core.store.get_exact(key.namespace, key.exact, now)
@@ -244,7 +245,7 @@ class CacheProxy:
                 core.cache_failed("store")
             return None
         try:
-            await core.store.record_hit(entry, time.time())
+            await core.store.record_hit(entry, core.clock())
         except Exception:
             core.cache_failed("store")
         usage = entry.extra.get("usage")
@@ -314,7 +315,7 @@ class CacheProxy:
             # Without a vector (the embedder failed) the entry still serves exact repeats.
             vector = await self._embed(key.text)
         scope = keys.scope(key.namespace)
-        now = time.time()
+        now = core.clock()
         entry = Entry(
             id=uuid.uuid4().hex,
             namespace=key.namespace,

@@ -225,7 +225,7 @@ class EmbeddingsProxy:
     ) -> dict[str, Entry]:
         """The cached entries by the item's own key: each item is looked for in the caller's
         namespace, then in those it shares with. A store that fails: nothing is cached."""
-        now = time.time()
+        now = self._core.clock()
         places = [item_keys] + [wire.item_keys(other, asked) for other in others]
         first_of: dict[str, int] = {}  # each distinct item is looked up once
         for index, key in enumerate(item_keys):
@@ -269,7 +269,7 @@ class EmbeddingsProxy:
         """One exact-only entry per distinct item sent, carrying its share of the usage so a
         later hit counts the tokens it saved."""
         shares = wire.usage_shares(forward.items, wire.prompt_tokens(fresh.usage))
-        now = time.time()
+        now = self._core.clock()
         entries: dict[str, Entry] = {}
         for key, item, share in zip(forward.keys, fresh.items, shares, strict=True):
             entries.setdefault(
@@ -303,7 +303,7 @@ class EmbeddingsProxy:
         """Refresh the served entries' LRU place, and count them: /stats counts embeddings per
         item, each cached item a hit with the tokens it saved (and each item looked up and
         not found a miss, in `_finish`)."""
-        now = time.time()
+        now = self._core.clock()
         distinct = {entry.id: entry for entry in served if entry is not None}
         try:
             await _batched(
