@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kallm.match.verifier import Verifier
-from kallm.storage.base import Entry, Search, Store, Vector
+from kallm.storage.base import Cache, Entry, Search, Vector
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class Candidate:
 
 class Matcher:
     def __init__(
-        self, store: Store, embedding_model: str, verifier: Verifier | None, limit: int = 1
+        self, store: Cache, embedding_model: str, verifier: Verifier | None, limit: int = 1
     ) -> None:
         # One candidate by default: when the verifier rejects the nearest entry, a farther
         # one is less likely still to be right (seen in cache simulations).

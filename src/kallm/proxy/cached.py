@@ -35,7 +35,7 @@ from kallm.proxy.admission import Admission
 from kallm.proxy.auth import Refused
 from kallm.settings import Settings
 from kallm.sse import SSEParser
-from kallm.storage.base import Entry, Store, Vector
+from kallm.storage.base import Cache, Entry, Vector
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -60,7 +60,7 @@ class Core:
 
     settings: Settings
     admission: Admission
-    store: Store
+    store: Cache
     embedder: Embedder
     matcher: Matcher
     client: httpx.AsyncClient

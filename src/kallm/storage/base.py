@@ -82,10 +82,10 @@ class Search:
         return (self.namespace, self.partition, self.embedding_model)
 
 
-class Store(Protocol):
-    """A cache store. Lookups never return expired entries; `put` evicts the least recently
-    used entries beyond the store's size bound. Search only looks inside one namespace and
-    partition, and only at vectors made by `embedding_model`."""
+class Cache(Protocol):
+    """What the request path uses of a store. Lookups never return expired entries; `put`
+    evicts the least recently used entries beyond the store's size bound. Search only looks
+    inside one namespace and partition, and only at vectors made by `embedding_model`."""
 
     async def get_exact(self, namespace: str, exact: str, now: float) -> Entry | None: ...
 
@@ -101,11 +101,16 @@ class Store(Protocol):
 
     async def record_hit(self, entry: Entry, now: float) -> None: ...
 
-    async def count(self, now: float) -> int: ...
-
     async def delete(self, entry_id: str) -> bool:
         """Remove one entry; whether it existed."""
         ...
+
+
+class Store(Cache, Protocol):
+    """A cache store: the request path's operations, and those of management (the admin
+    API, /stats and /ready, startup checks)."""
+
+    async def count(self, now: float) -> int: ...
 
     async def clear(self, namespace: str | None) -> int:
         """Remove every entry of `namespace` (None: all); how many were removed."""
