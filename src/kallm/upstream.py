@@ -114,6 +114,21 @@ def bearer(api_key: str | None) -> dict[str, str] | None:
     return None if api_key is None else {"authorization": f"Bearer {api_key}"}
 
 
+def post(
+    client: httpx.AsyncClient,
+    url: str | httpx.URL,
+    headers: Mapping[str, str],
+    auth: Mapping[str, str] | None,
+    body: bytes,
+    params: Mapping[str, str] | httpx.QueryParams | None = None,
+) -> httpx.Request:
+    """A cached API's request as it goes upstream: the body as the client sent it, with the
+    client's headers as `request_headers` lets them cross, the answer asked for unencoded
+    (kallm reads it)."""
+    crossing = request_headers(headers, auth, decoded=True)
+    return client.build_request("POST", url, params=params, headers=crossing, content=body)
+
+
 def request_headers(
     headers: Mapping[str, str], auth: Mapping[str, str] | None, *, decoded: bool
 ) -> list[tuple[bytes, bytes]]:

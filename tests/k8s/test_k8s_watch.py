@@ -18,8 +18,10 @@ import kmock
 import pytest
 import pytest_asyncio
 
-from kallm.k8s.watch import KubeAPI, PodDirectory, PolicyWatcher
+from kallm.k8s.watch import KubeAPI, PodDirectory, PolicyWatcher, Timing
 from kallm.policies import Policy, PolicyBook
+
+FAST = Timing(min_backoff=0.05, max_backoff=0.2)
 
 pytestmark = pytest.mark.asyncio
 
@@ -60,7 +62,7 @@ async def api(kmock: kmock.KubernetesEmulator) -> AsyncIterator[httpx.AsyncClien
 @pytest_asyncio.fixture
 async def book(api: httpx.AsyncClient) -> AsyncIterator[PolicyBook]:
     book = PolicyBook()
-    watcher = PolicyWatcher(api, book, "kallm-0", min_backoff=0.05, max_backoff=0.2)
+    watcher = PolicyWatcher(api, book, "kallm-0", FAST)
     task = asyncio.create_task(watcher.run())
     await asyncio.wait_for(watcher.synced.wait(), 5)
     yield book
@@ -184,7 +186,7 @@ async def test_survives_dropped_watch_and_gone(kmock, api):
         "object": {"kind": "Status", "code": 410, "message": "too old"},
     }
     book = PolicyBook()
-    watcher = PolicyWatcher(api, book, "kallm-0", min_backoff=0.05, max_backoff=0.2)
+    watcher = PolicyWatcher(api, book, "kallm-0", FAST)
     task = asyncio.create_task(watcher.run())
     try:
         await eventually(lambda: len(kmock["watch"]) >= 3)
@@ -200,7 +202,7 @@ async def test_survives_dropped_watch_and_gone(kmock, api):
 async def test_survives_api_server_errors(kmock, api):
     kmock["list", kmock.resource(RESOURCE)][:2] << 500
     book = PolicyBook()
-    watcher = PolicyWatcher(api, book, "kallm-0", min_backoff=0.05, max_backoff=0.2)
+    watcher = PolicyWatcher(api, book, "kallm-0", FAST)
     task = asyncio.create_task(watcher.run())
     try:
         await asyncio.wait_for(watcher.synced.wait(), 5)
@@ -218,7 +220,7 @@ async def test_pod_directory(kmock, api):
         "status": {"phase": "Running", "podIP": "10.0.0.5"},
     }
     assert (await api.post(pods.format(ns="team-a"), json=pod)).status_code == 200
-    directory = PodDirectory(api, min_backoff=0.05, max_backoff=0.2)
+    directory = PodDirectory(api, FAST)
     task = asyncio.create_task(directory.run())
     try:
         await eventually(lambda: directory.namespace_of("10.0.0.5") == "team-a")
@@ -250,10 +252,7 @@ async def test_in_cluster_config(tmp_path):
 
 async def test_replicas_add_up_in_applied_by(kmock, api):
     books = [PolicyBook(), PolicyBook()]
-    watchers = [
-        PolicyWatcher(api, b, f"kallm-{i}", min_backoff=0.05, max_backoff=0.2)
-        for i, b in enumerate(books)
-    ]
+    watchers = [PolicyWatcher(api, b, f"kallm-{i}", FAST) for i, b in enumerate(books)]
     tasks = [asyncio.create_task(w.run()) for w in watchers]
     try:
         await create(api, policy("team-f", "default", {"ttl": "1m"}))

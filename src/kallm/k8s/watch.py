@@ -132,23 +132,26 @@ class KubeAPI:
 # --- the list-then-watch loop ------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Timing:
+    """How long a WATCH runs before it is renewed, and how long to wait after a failure
+    (doubling from `min_backoff` up to `max_backoff`)."""
+
+    watch_timeout: int = 300
+    min_backoff: float = 0.1
+    max_backoff: float = 2.0
+
+
 class _Reflector:
     """LIST then WATCH one resource in all namespaces, forever; subclasses keep the state."""
 
     path: str = ""
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        *,
-        watch_timeout: int = 300,
-        min_backoff: float = 0.1,
-        max_backoff: float = 2.0,
-    ) -> None:
+    def __init__(self, client: httpx.AsyncClient, timing: Timing) -> None:
         self._client = client
-        self._watch_timeout = watch_timeout
-        self._min_backoff = min_backoff
-        self._max_backoff = max_backoff
+        self._watch_timeout = timing.watch_timeout
+        self._min_backoff = timing.min_backoff
+        self._max_backoff = timing.max_backoff
         # Set once the first LIST has been applied: a caller may wait for it before serving.
         self.synced = asyncio.Event()
 
@@ -265,14 +268,9 @@ class PolicyWatcher(_Reflector):
         client: httpx.AsyncClient,
         book: PolicyBook,
         replica: str,
-        *,
-        watch_timeout: int = 300,
-        min_backoff: float = 0.1,
-        max_backoff: float = 2.0,
+        timing: Timing = Timing(),
     ) -> None:
-        super().__init__(
-            client, watch_timeout=watch_timeout, min_backoff=min_backoff, max_backoff=max_backoff
-        )
+        super().__init__(client, timing)
         self._book = book
         self._replica = replica
         # Every policy object seen, by (namespace, name): the choice of one per namespace
@@ -416,17 +414,8 @@ class PodDirectory(_Reflector):
 
     path = PODS_PATH
 
-    def __init__(
-        self,
-        client: httpx.AsyncClient,
-        *,
-        watch_timeout: int = 300,
-        min_backoff: float = 0.1,
-        max_backoff: float = 2.0,
-    ) -> None:
-        super().__init__(
-            client, watch_timeout=watch_timeout, min_backoff=min_backoff, max_backoff=max_backoff
-        )
+    def __init__(self, client: httpx.AsyncClient, timing: Timing = Timing()) -> None:
+        super().__init__(client, timing)
         self._by_ip: dict[str, tuple[str, str]] = {}  # ip -> (namespace, pod name)
 
     def namespace_of(self, ip: str) -> str | None:

@@ -436,13 +436,9 @@ class AnthropicMessages:
     def upstream_request(
         self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
     ) -> httpx.Request:
-        return client.build_request(
-            "POST",
-            f"{target.base_url}/v1/messages",
-            params=call.query,
-            headers=upstream.request_headers(call.headers, self.auth(target.api_key), decoded=True),
-            content=call.body,
-        )
+        url = f"{target.base_url}/v1/messages"
+        auth = self.auth(target.api_key)
+        return upstream.post(client, url, call.headers, auth, call.body, call.query)
 
     def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
         return json_bytes(replay_json(answer))

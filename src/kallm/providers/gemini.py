@@ -414,14 +414,11 @@ class Gemini:
     def upstream_request(
         self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
     ) -> httpx.Request:
-        return client.build_request(
-            "POST",
-            upstream.target_url(target.base_url, call.path),
-            # alt=sse stays; Starlette's QueryParams prints every pair as sent.
-            params=upstream.query(str(call.query), own_key=target.api_key is not None),
-            headers=upstream.request_headers(call.headers, self.auth(target.api_key), decoded=True),
-            content=call.body,
-        )
+        url = upstream.target_url(target.base_url, call.path)
+        # alt=sse stays; Starlette's QueryParams prints every pair as sent.
+        query = upstream.query(str(call.query), own_key=target.api_key is not None)
+        auth = self.auth(target.api_key)
+        return upstream.post(client, url, call.headers, auth, call.body, query)
 
     def parse_answer(self, body: bytes) -> dict[str, Any] | None:
         # A stream without alt=sse is a JSON array: not an object, so it is only relayed.

@@ -42,12 +42,8 @@ class OpenAIEndpoint:
     def upstream_request(
         self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
     ) -> httpx.Request:
-        return client.build_request(
-            "POST",
-            f"{target.base_url}{self.path}",
-            headers=upstream.request_headers(call.headers, self.auth(target.api_key), decoded=True),
-            content=call.body,
-        )
+        url = f"{target.base_url}{self.path}"
+        return upstream.post(client, url, call.headers, self.auth(target.api_key), call.body)
 
     def parse_answer(self, body: bytes) -> dict[str, Any] | None:
         return json_object(body)

@@ -212,13 +212,9 @@ class EmbeddingsProxy:
         )
 
     def _upstream_request(self, caller: Caller, forward: Forward) -> httpx.Request:
+        url = f"{self._target.base_url}/embeddings"
         auth = upstream.bearer(self._target.api_key)
-        return self._core.client.build_request(
-            "POST",
-            f"{self._target.base_url}/embeddings",
-            headers=upstream.request_headers(caller.headers, auth, decoded=True),
-            content=forward.body,
-        )
+        return upstream.post(self._core.client, url, caller.headers, auth, forward.body)
 
     async def _lookup(
         self, asked: wire.EmbeddingsRequest, item_keys: list[keys.CacheKey], others: list[str]

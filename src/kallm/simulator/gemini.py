@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -22,6 +21,7 @@ from starlette.routing import Route
 
 from kallm.simulator.openai import (
     TOOL_NAME,
+    Canned,
     SimulatedDisconnect,
     Simulator,
     pieces,
@@ -45,15 +45,7 @@ def _sse(payload: Any) -> bytes:
     return f"data: {json.dumps(payload)}\r\n\r\n".encode()  # Google ends lines with CRLF
 
 
-@dataclass
-class _Answer:
-    number: int
-    model: str
-    text: str
-    tool: bool
-    finish: str
-    usage: dict[str, int]
-
+class _Answer(Canned):
     def _head(self) -> dict[str, Any]:
         return {"modelVersion": self.model, "responseId": f"sim-{self.number}"}
 

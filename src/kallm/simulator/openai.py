@@ -183,7 +183,7 @@ class Simulator:
             "total_tokens": prompt_tokens + completion_tokens,
         }
         finish = finish or ("tool_calls" if tool else "stop")
-        answer = _Answer(number, body["model"], text, tool, finish, choices, usage)
+        answer = _Answer(number, body["model"], text, tool, finish, usage, choices)
         answer.truncate = "truncate" in directives
         if body.get("stream") is True:
             options = body.get("stream_options")
@@ -268,16 +268,24 @@ class Simulator:
 
 
 @dataclass
-class _Answer:
-    """One chat answer, rendered either as a completion or as a stream of chunks."""
+class Canned:
+    """One canned answer, as every stand-in renders it in its own format: the `number`-th
+    answer, from `model`, of `text` or a tool call, ending with `finish`."""
 
     number: int
     model: str
     text: str
     tool: bool
     finish: str
-    n: int
     usage: dict[str, int]
+
+
+@dataclass
+class _Answer(Canned):
+    """One chat answer (`n` choices), rendered either as a completion or as a stream of
+    chunks."""
+
+    n: int = 1
     truncate: bool = False
     created: int = field(default_factory=lambda: int(time.time()))
 

@@ -337,23 +337,24 @@ class PostgresStore:
                 await self._lock_schema(conn)
                 for statement in tables:
                     await conn.execute(statement)
-                cursor = await conn.execute(
+                table = (t.as_string(conn),)
+                scope = await conn.execute(
                     "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass "
                     "AND attname = 'scope' AND NOT attisdropped",
-                    (t.as_string(conn),),
+                    table,
                 )
-                if await cursor.fetchone() is None:
+                if await scope.fetchone() is None:
                     await conn.execute(add_scope)
                 for statement in indexes:
                     await conn.execute(statement)
                 # Dimensions indexed by earlier runs or other instances need no DDL again.
-                cursor = await conn.execute(
+                indexed = await conn.execute(
                     "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
                     "WHERE i.indrelid = %s::regclass",
-                    (t.as_string(conn),),
+                    table,
                 )
                 pattern = re.compile(re.escape(self._name) + r"_hnsw_(\d+)")
-                for (index,) in await cursor.fetchall():
+                for (index,) in await indexed.fetchall():
                     if found := pattern.fullmatch(index):
                         self._dimensions.add(int(found[1]))
             self._ready = True
@@ -545,22 +546,7 @@ def _vector(data: bytes | None) -> Vector | None:
 
 
 def _entry(row: TupleRow) -> Entry:
-    (id_, namespace, partition, exact, text, embedding, embedding_model, model, response,
-     created, expires, hits, last_hit, extra, scope) = row  # fmt: skip
-    return Entry(
-        id=id_,
-        namespace=namespace,
-        partition=partition,
-        exact=exact,
-        text=text,
-        vector=_vector(embedding),
-        embedding_model=embedding_model,
-        model=model,
-        response=response,
-        created=created,
-        expires=expires,
-        hits=int(hits),
-        last_hit=last_hit,
-        extra=extra,
-        scope=scope,
-    )
+    """An entry from a row of _FIELDS (Entry's fields, in order, the vector as `embedding`)."""
+    value = dict(zip(_FIELDS, row, strict=True))
+    embedding = value.pop("embedding")
+    return Entry(**value | {"vector": _vector(embedding), "hits": int(value["hits"])})
