@@ -18,7 +18,7 @@ from test_openai_chat import (
 
 from kallm import keys
 from kallm.providers import anthropic as messages
-from kallm.providers.base import Call, InvalidRequest, Upstream
+from kallm.providers.base import Call, InvalidRequest, Parsed, Upstream
 from kallm.sse import SSEParser
 
 TEXT_MESSAGE: dict[str, Any] = {
@@ -86,17 +86,18 @@ def request(**fields: Any) -> dict[str, Any]:
     return body | fields
 
 
-def parse(body: dict[str, Any], beta: str | None = None) -> dict[str, Any]:
-    return messages.parse_request(json.dumps(body).encode(), beta)
+def parse(body: dict[str, Any], beta: str | None = None) -> Parsed:
+    headers = Headers({messages.BETA: beta} if beta is not None else {})
+    return PROVIDER.parse(Call(json.dumps(body).encode(), "/v1/messages", {}, {}, headers))
 
 
 def partition(body: dict[str, Any], beta: str | None = None) -> str:
-    parts = messages.key_parts(parse(body, beta))
+    parts = PROVIDER.key_parts(parse(body, beta))
     return keys.cache_key("ns", "messages", parts.context, parts.final, parts.text).partition
 
 
 def exact(body: dict[str, Any]) -> str:
-    parts = messages.key_parts(parse(body))
+    parts = PROVIDER.key_parts(parse(body))
     return keys.cache_key("ns", "messages", parts.context, parts.final, parts.text).exact
 
 
@@ -204,7 +205,7 @@ def test_cache_control_markers_do_not_split_the_key() -> None:
     )
     assert partition(marked) == partition(plain)
     assert exact(marked) == exact(plain)
-    assert messages.key_parts(parse(marked)).text == "Capital of France?"
+    assert PROVIDER.key_parts(parse(marked)).text == "Capital of France?"
 
 
 def test_cache_control_is_dropped_inside_tool_results_too() -> None:
@@ -253,17 +254,18 @@ def test_cache_control_is_dropped_inside_tool_results_too() -> None:
 def test_only_a_plain_text_final_user_turn_is_compared_by_meaning(
     final: dict[str, Any], text: str | None
 ) -> None:
-    parts = messages.key_parts(parse(request(messages=[final])))
+    parts = PROVIDER.key_parts(parse(request(messages=[final])))
     assert parts.text == text
     assert parts.model == "claude-sonnet-4-6"
 
 
 def test_keyed_request_keeps_messages_and_drops_what_never_matters() -> None:
-    body = parse(request(stream=True, metadata={"user_id": "u"}, top_k=3), "beta-1")
-    keyed = messages.keyed_request(body)
+    parsed = parse(request(stream=True, metadata={"user_id": "u"}, top_k=3), "beta-1")
+    keyed = PROVIDER.keyed_request(parsed)
     assert set(keyed) == {"model", "max_tokens", "messages", "top_k", "anthropic-beta"}
+    assert parsed.features == ("beta-1",) and "anthropic-beta" not in parsed.body
     # An export warmed back in keys the same.
-    assert messages.key_parts(keyed) == messages.key_parts(body)
+    assert PROVIDER.key_parts(PROVIDER.parse_keyed(keyed)) == PROVIDER.key_parts(parsed)
 
 
 @pytest.mark.parametrize(

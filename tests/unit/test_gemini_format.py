@@ -16,7 +16,7 @@ from test_openai_chat import (
 
 from kallm import keys
 from kallm.providers import gemini
-from kallm.providers.base import Call, InvalidRequest, Upstream
+from kallm.providers.base import Call, InvalidRequest, Parsed, Upstream
 from kallm.sse import SSEParser
 
 PROVIDER = gemini.Gemini()
@@ -74,7 +74,7 @@ def call(
     )
 
 
-def request(body: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+def request(body: dict[str, Any], **kwargs: Any) -> Parsed:
     return PROVIDER.parse(call(body, **kwargs))
 
 
@@ -82,7 +82,7 @@ def user(text: str) -> dict[str, Any]:
     return {"role": "user", "parts": [{"text": text}]}
 
 
-def key(parsed: dict[str, Any]) -> keys.CacheKey:
+def key(parsed: Parsed) -> keys.CacheKey:
     parts = PROVIDER.key_parts(parsed)
     return keys.cache_key("ns", PROVIDER.route, parts.context, parts.final, parts.text)
 
@@ -92,20 +92,24 @@ def key(parsed: dict[str, Any]) -> keys.CacheKey:
 
 def test_parse_takes_the_model_and_method_from_the_path() -> None:
     parsed = request({"contents": [user("hi")]}, target="models/gemini-2.5-pro:generateContent")
-    assert parsed["model"] == "gemini-2.5-pro"
-    assert not PROVIDER.wants_stream(parsed)
+    assert parsed.model == parsed.body["model"] == "gemini-2.5-pro"
+    assert not parsed.stream and not parsed.json_array
 
 
 def test_path_model_wins_over_a_model_in_the_body() -> None:
     parsed = request({"model": "other", "contents": [user("hi")]})
-    assert parsed["model"] == "gemini-2.5-flash"
+    assert parsed.model == parsed.body["model"] == "gemini-2.5-flash"
 
 
 def test_a_stream_is_wanted_only_with_alt_sse() -> None:
     body = {"contents": [user("hi")]}
     target = "gemini-2.5-flash:streamGenerateContent"
-    assert PROVIDER.wants_stream(request(body, target=target, query="alt=sse"))
-    assert not PROVIDER.wants_stream(request(body, target=target))
+    sse, array = request(body, target=target, query="alt=sse"), request(body, target=target)
+    assert (sse.stream, sse.json_array) == (True, False)
+    assert (array.stream, array.json_array) == (False, True)
+    # How the answer is wanted never reaches the body or the key.
+    assert sse.body == array.body == request(body).body
+    assert key(sse) == key(array) == key(request(body))
 
 
 @pytest.mark.parametrize(
@@ -188,7 +192,7 @@ def test_other_final_turns_only_match_exactly(final: dict[str, Any]) -> None:
 @pytest.mark.parametrize("contents", [None, [], ["hi"], [{"role": "user"}]])
 def test_a_warmed_request_without_proper_contents_is_refused(contents: Any) -> None:
     with pytest.raises(InvalidRequest):
-        PROVIDER.key_parts({"model": "gemini-2.5-flash", "contents": contents})
+        PROVIDER.parse_keyed({"model": "gemini-2.5-flash", "contents": contents})
 
 
 def test_keyed_request_keeps_contents_and_model_and_rekeys_the_same() -> None:
@@ -199,7 +203,7 @@ def test_keyed_request_keeps_contents_and_model_and_rekeys_the_same() -> None:
     )
     keyed = PROVIDER.keyed_request(parsed)
     assert keyed == {"contents": [user("hi")], "model": "gemini-2.5-flash"}
-    assert key(keyed) == key(parsed)
+    assert key(PROVIDER.parse_keyed(keyed)) == key(parsed)
 
 
 # answers
@@ -227,17 +231,17 @@ def test_withheld_or_partial_answers_are_not(answer: dict[str, Any]) -> None:
 
 
 def test_usage_counts_thoughts_as_output() -> None:
-    assert PROVIDER.usage({}, RESPONSE) == {"prompt_tokens": 9, "completion_tokens": 34}
+    assert gemini.usage({}, RESPONSE) == {"prompt_tokens": 9, "completion_tokens": 34}
 
 
 def test_usage_is_estimated_without_metadata() -> None:
     answer = {k: v for k, v in RESPONSE.items() if k != "usageMetadata"}
-    usage = PROVIDER.usage({"contents": [user("hello there")]}, answer)
+    usage = gemini.usage({"contents": [user("hello there")]}, answer)
     assert usage["estimated"] is True and usage["completion_tokens"] > 0
 
 
 def test_replay_json_is_the_answer_with_a_fresh_id() -> None:
-    replayed = json.loads(PROVIDER.replay_json({}, RESPONSE))
+    replayed = json.loads(PROVIDER.replay_json(request({"contents": [user("hi")]}), RESPONSE))
     assert replayed["responseId"] != RESPONSE["responseId"]
     assert {**replayed, "responseId": "abc123"} == RESPONSE
 
@@ -254,7 +258,7 @@ def events(stream: bytes) -> list[str]:
 
 
 def test_replay_stream_streams_several_chunks_that_rebuild_the_answer() -> None:
-    data = events(b"".join(PROVIDER.replay_stream({}, RESPONSE)))
+    data = events(b"".join(gemini.replay_stream(RESPONSE)))
     assert len(data) > 4
     chunks = [json.loads(d) for d in data]
     assert all("usageMetadata" not in c for c in chunks[:-1])
@@ -337,7 +341,7 @@ def test_recorder_keeps_thoughts_apart_from_the_answer() -> None:
     ['{"error": {"code": 500, "message": "x", "status": "INTERNAL"}}', "not json", "[1]"],
 )
 def test_recorder_gives_nothing_after_an_error(bad: str) -> None:
-    data = events(b"".join(PROVIDER.replay_stream({}, RESPONSE)))
+    data = events(b"".join(gemini.replay_stream(RESPONSE)))
     recorder = PROVIDER.recorder()
     recorder.add(data[0])
     recorder.add(bad)

@@ -222,7 +222,7 @@ def test_partial_failed_refused_or_stateful_responses_are_not_cacheable(
 
 def test_a_replay_keeps_the_upstream_id_and_shows_the_callers_own_fields() -> None:
     replayed = json.loads(
-        responses.OpenAIResponses().replay_json({**REQUEST, "user": "u2"}, RESPONSE)
+        PROVIDER.replay_json(PROVIDER.parse_keyed({**REQUEST, "user": "u2"}), RESPONSE)
     )
     assert replayed["id"] == "resp_1"
     assert replayed["output"] == RESPONSE["output"]

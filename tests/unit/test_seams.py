@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 import kallm
 from kallm.app import Parts, create_app
 from kallm.providers import PROVIDERS
-from kallm.providers.base import Call, KeyParts, Upstream, parse_object
+from kallm.providers.base import Call, KeyParts, Parsed, Upstream, parse_object
 from kallm.settings import load_settings
 
 
@@ -33,17 +33,18 @@ class Toy:
     def caches(self, params: Mapping[str, str]) -> bool:
         return True
 
-    def parse(self, call: Call) -> dict[str, Any]:
-        return parse_object(call.body)
+    def parse(self, call: Call) -> Parsed:
+        return self.parse_keyed(parse_object(call.body))
 
-    def key_parts(self, request: dict[str, Any]) -> KeyParts:
-        return KeyParts(request["model"], {"model": request["model"]}, request["prompt"], None)
+    def parse_keyed(self, request: Any) -> Parsed:
+        return Parsed(request["model"], False, request)
 
-    def keyed_request(self, request: dict[str, Any]) -> dict[str, Any]:
-        return request
+    def key_parts(self, request: Parsed) -> KeyParts:
+        body = request.body
+        return KeyParts(request.model, {"model": request.model}, body["prompt"], None)
 
-    def wants_stream(self, request: dict[str, Any]) -> bool:
-        return False
+    def keyed_request(self, request: Parsed) -> dict[str, Any]:
+        return request.body
 
     def auth(self, api_key: str | None) -> dict[str, str] | None:
         return None
@@ -52,7 +53,7 @@ class Toy:
         return None
 
     def upstream_request(
-        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
+        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: Parsed
     ) -> httpx.Request:
         return client.build_request("POST", f"{target.base_url}/toy", content=call.body)
 
@@ -65,13 +66,13 @@ class Toy:
     def is_cacheable(self, answer: dict[str, Any]) -> bool:
         return isinstance(answer.get("text"), str)
 
-    def usage(self, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+    def usage(self, request: Parsed, answer: dict[str, Any]) -> dict[str, Any]:
         return {"prompt_tokens": 1, "completion_tokens": 1}
 
-    def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
+    def replay_json(self, request: Parsed, answer: dict[str, Any]) -> bytes:
         return json.dumps(answer).encode()
 
-    def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
+    def replay_stream(self, request: Parsed, answer: dict[str, Any]) -> Iterator[bytes]:
         raise AssertionError("the toy never streams")
 
     def error_body(self, status: int, message: str, kind: str) -> bytes:

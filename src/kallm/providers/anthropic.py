@@ -23,6 +23,7 @@ from kallm.providers.base import (
     InvalidRequest,
     KeyParts,
     OddEvent,
+    Parsed,
     Upstream,
     dumps,
     estimate_tokens,
@@ -75,8 +76,8 @@ ERROR_TYPES = {
 }
 
 
-def parse_request(body: bytes, beta: str | None = None) -> dict[str, Any]:
-    """The request, checked as far as kallm needs it; `beta` is the anthropic-beta header."""
+def parse_request(body: bytes) -> dict[str, Any]:
+    """The request body, checked as far as kallm needs it."""
     request = parse_object(body)
     if BETA in request:
         raise InvalidRequest(f"{BETA}: Extra inputs are not permitted", BETA)
@@ -96,10 +97,13 @@ def parse_request(body: bytes, beta: str | None = None) -> dict[str, Any]:
                 "and a content (a string or a list of blocks)",
                 f"messages.{index}",
             )
-    if beta is not None:
-        # The same features in any order and spacing are the same request.
-        request[BETA] = sorted({name.strip() for name in beta.split(",") if name.strip()})
     return request
+
+
+def beta_features(header: str | None) -> tuple[str, ...]:
+    """The anthropic-beta header's features: the same ones in any order and spacing are the
+    same request."""
+    return tuple(sorted({name.strip() for name in (header or "").split(",") if name.strip()}))
 
 
 def _unmarked(value: Any) -> Any:
@@ -129,9 +133,12 @@ def plain_text(message: dict[str, Any]) -> str | None:
     return text_content(_unmarked(message["content"]), "text")
 
 
-def key_parts(request: dict[str, Any]) -> KeyParts:
+def key_parts(request: dict[str, Any], features: tuple[str, ...] = ()) -> KeyParts:
+    """`features`: the anthropic-beta header's, which change the answer."""
     messages = request["messages"]
     context = {name: value for name, value in request.items() if name not in NOT_IN_KEY}
+    if features:
+        context[BETA] = list(features)
     for name in ("system", "tools"):
         if name in context:
             context[name] = _unmarked(context[name])
@@ -142,9 +149,11 @@ def key_parts(request: dict[str, Any]) -> KeyParts:
     )
 
 
-def keyed_request(request: dict[str, Any]) -> dict[str, Any]:
-    """The request without the fields that never change the answer (messages stay)."""
-    return {k: v for k, v in request.items() if k not in NOT_IN_KEY or k == "messages"}
+def keyed_request(request: dict[str, Any], features: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The request without the fields that never change the answer (messages stay), and
+    its beta features under the header's name, as an export writes it."""
+    keyed = {k: v for k, v in request.items() if k not in NOT_IN_KEY or k == "messages"}
+    return keyed | {BETA: list(features)} if features else keyed
 
 
 # The counts `usage` reads (the prompt is all three input counts).
@@ -404,10 +413,7 @@ class AnthropicMessages:
     route = "messages"
     paths = ("/v1/messages",)
     vendor = "anthropic"
-    key_parts = staticmethod(key_parts)
-    keyed_request = staticmethod(keyed_request)
     is_cacheable = staticmethod(is_cacheable)
-    usage = staticmethod(usage)
     recorder = StreamRecorder
     parse_answer = staticmethod(json_object)
     error_body = staticmethod(error_body)
@@ -415,11 +421,26 @@ class AnthropicMessages:
     def caches(self, params: Mapping[str, str]) -> bool:
         return True
 
-    def parse(self, call: Call) -> dict[str, Any]:
-        return parse_request(call.body, call.headers.get(BETA))
+    def parse(self, call: Call) -> Parsed:
+        return _parsed(parse_request(call.body), beta_features(call.headers.get(BETA)))
 
-    def wants_stream(self, request: dict[str, Any]) -> bool:
-        return request.get("stream") is True
+    def parse_keyed(self, request: Any) -> Parsed:
+        if not isinstance(request, dict):
+            raise InvalidRequest("The request must be a JSON object.")
+        features = request.get(BETA) or []
+        if not isinstance(features, list) or not all(isinstance(f, str) for f in features):
+            raise InvalidRequest(f"{BETA} must be a list of strings.", BETA)
+        body = {name: value for name, value in request.items() if name != BETA}
+        return _parsed(parse_request(json_bytes(body)), beta_features(",".join(features)))
+
+    def key_parts(self, request: Parsed) -> KeyParts:
+        return key_parts(request.body, request.features)
+
+    def keyed_request(self, request: Parsed) -> dict[str, Any]:
+        return keyed_request(request.body, request.features)
+
+    def usage(self, request: Parsed, answer: dict[str, Any]) -> dict[str, Any]:
+        return usage(request.body, answer)
 
     def auth(self, api_key: str | None) -> dict[str, str] | None:
         return None if api_key is None else {"x-api-key": api_key}
@@ -434,14 +455,18 @@ class AnthropicMessages:
         return bearer.removeprefix("Bearer ").strip() if bearer else None
 
     def upstream_request(
-        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
+        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: Parsed
     ) -> httpx.Request:
         url = f"{target.base_url}/v1/messages"
         auth = self.auth(target.api_key)
         return upstream.post(client, url, call.headers, auth, call.body, call.query)
 
-    def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
+    def replay_json(self, request: Parsed, answer: dict[str, Any]) -> bytes:
         return json_bytes(replay_json(answer))
 
-    def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
+    def replay_stream(self, request: Parsed, answer: dict[str, Any]) -> Iterator[bytes]:
         return replay_stream(answer)
+
+
+def _parsed(body: dict[str, Any], features: tuple[str, ...]) -> Parsed:
+    return Parsed(body["model"], body.get("stream") is True, body, features=features)

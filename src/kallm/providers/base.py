@@ -40,6 +40,23 @@ class KeyParts:
 
 
 @dataclass(frozen=True)
+class Parsed:
+    """A request as its provider module read it: what the core needs (`model`, and whether
+    the answer is wanted as an event `stream`), and for the module's own functions the JSON
+    `body` (as sent; Gemini's adds the model its path names) with what the call adds to it.
+    """
+
+    model: str
+    stream: bool
+    body: dict[str, Any]
+    # Gemini's streamGenerateContent without alt=sse: the stream comes as one JSON array.
+    json_array: bool = False
+    # Values of a header that changes the answer, so they are part of the key (Anthropic's
+    # anthropic-beta features), in one order.
+    features: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Call:
     """One incoming request as a provider module sees it. `params` holds the route's path
     parameters (Gemini names the model and the method there)."""
@@ -91,17 +108,20 @@ class Provider(Protocol):
         others pass through to the vendor unchanged."""
         ...
 
-    def parse(self, call: Call) -> dict[str, Any]:
-        """The request as a dict with at least a string `model`; raises InvalidRequest."""
+    def parse(self, call: Call) -> Parsed:
+        """The request; raises InvalidRequest."""
         ...
 
-    def key_parts(self, request: dict[str, Any]) -> KeyParts: ...
+    def key_parts(self, request: Parsed) -> KeyParts: ...
 
-    def keyed_request(self, request: dict[str, Any]) -> dict[str, Any]:
+    def keyed_request(self, request: Parsed) -> dict[str, Any]:
         """The request without fields that never change the answer, for export and warm."""
         ...
 
-    def wants_stream(self, request: dict[str, Any]) -> bool: ...
+    def parse_keyed(self, request: Any) -> Parsed:
+        """A request as `keyed_request` wrote it (an export line's, to warm), checked as
+        `parse` checks a body; raises InvalidRequest."""
+        ...
 
     def auth(self, api_key: str | None) -> dict[str, str] | None:
         """kallm's own key in the header this provider reads it from (None: no key)."""
@@ -112,7 +132,7 @@ class Provider(Protocol):
         ...
 
     def upstream_request(
-        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
+        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: Parsed
     ) -> httpx.Request:
         """The request to send upstream: kallm's key replaces the client's when it has one,
         kallm's own headers stay behind, and the answer is asked for unencoded."""
@@ -128,16 +148,16 @@ class Provider(Protocol):
         """Whether the answer is whole (not cut short by a filter, not an error)."""
         ...
 
-    def usage(self, request: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
+    def usage(self, request: Parsed, answer: dict[str, Any]) -> dict[str, Any]:
         """Token counts as {"prompt_tokens", "completion_tokens"} (estimated when the answer
         has none, with "estimated": True), for saved-cost figures."""
         ...
 
-    def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
+    def replay_json(self, request: Parsed, answer: dict[str, Any]) -> bytes:
         """The cached answer as a fresh response body (new id, new time)."""
         ...
 
-    def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
+    def replay_stream(self, request: Parsed, answer: dict[str, Any]) -> Iterator[bytes]:
         """The cached answer as this provider's own event stream, in several pieces."""
         ...
 

@@ -24,6 +24,7 @@ from kallm.providers.base import (
     InvalidRequest,
     KeyParts,
     OddEvent,
+    Parsed,
     Upstream,
     distinct_indexes,
     dumps,
@@ -42,14 +43,11 @@ from kallm.sse import event
 
 STREAM_METHOD = "streamGenerateContent"
 METHODS = frozenset({"generateContent", STREAM_METHOD})
-# What parse() adds to the body, from the URL: how the answer is wanted, never what it says.
-METHOD_FIELD = "_kallm_method"
-SSE_FIELD = "_kallm_sse"
 
 # Fields that never change the answer, so they stay out of the cache key. `contents` is
 # keyed separately (earlier turns in the context, the final one compared). Everything else,
 # including fields this list does not know yet, splits the partition.
-NOT_IN_KEY = frozenset({"contents", "labels", METHOD_FIELD, SSE_FIELD})
+NOT_IN_KEY = frozenset({"contents", "labels"})
 
 # A cached answer must be whole: SAFETY, RECITATION, BLOCKLIST, PROHIBITED_CONTENT, SPII,
 # MALFORMED_FUNCTION_CALL, OTHER... are the model withholding or botching one.
@@ -93,15 +91,25 @@ def checked_contents(request: dict[str, Any]) -> list[dict[str, Any]]:
     return contents
 
 
-def parse_request(body: bytes, target: str, query: Mapping[str, str]) -> dict[str, Any]:
-    model, method = model_and_method(target)
-    request = parse_object(body)
+def parse_request(call: Call) -> Parsed:
+    """The request: its body, the model and method its path names, and `alt=sse`. How the
+    answer is wanted (a stream, as events or as one JSON array) never changes what it says,
+    so it stays out of the body and the key."""
+    model, method = model_and_method(call.params.get("target", ""))
+    request = parse_object(call.body)
     checked_contents(request)
     # The path names the model; a `model` in the body would not be the one answering.
     request["model"] = model
-    request[METHOD_FIELD] = method
-    request[SSE_FIELD] = query.get("alt") == "sse"
-    return request
+    streamed, sse = method == STREAM_METHOD, call.query.get("alt") == "sse"
+    return Parsed(model, streamed and sse, request, json_array=streamed and not sse)
+
+
+def parse_keyed(request: Any) -> Parsed:
+    """An exported request (keyed_request's form, which names its model), to warm."""
+    if not isinstance(request, dict) or not isinstance(request.get("model"), str):
+        raise InvalidRequest("The request must be an object with a model.", "model")
+    checked_contents(request)
+    return Parsed(request["model"], False, request)
 
 
 def _plain_text(content: dict[str, Any]) -> str | None:
@@ -128,15 +136,6 @@ def key_parts(request: dict[str, Any]) -> KeyParts:
 def keyed_request(request: dict[str, Any]) -> dict[str, Any]:
     """The request without the fields that never change the answer (contents stay)."""
     return {k: v for k, v in request.items() if k not in NOT_IN_KEY or k == "contents"}
-
-
-def wants_sse(request: dict[str, Any]) -> bool:
-    return request.get(METHOD_FIELD) == STREAM_METHOD and request.get(SSE_FIELD) is True
-
-
-def wants_array(request: dict[str, Any]) -> bool:
-    """A stream asked for without `alt=sse` comes as one JSON array of responses."""
-    return request.get(METHOD_FIELD) == STREAM_METHOD and request.get(SSE_FIELD) is not True
 
 
 # The counts in usageMetadata (`usage` reads the first three); the details lists are kept
@@ -391,19 +390,25 @@ class Gemini:
     route = "gemini"
     paths = ("/v1beta/models/{target}", "/v1/models/{target}")
     vendor = "gemini"
-    key_parts = staticmethod(key_parts)
-    keyed_request = staticmethod(keyed_request)
+    parse_keyed = staticmethod(parse_keyed)
     is_cacheable = staticmethod(is_cacheable)
-    usage = staticmethod(usage)
     recorder = StreamRecorder
-    wants_stream = staticmethod(wants_sse)
 
     def caches(self, params: Mapping[str, str]) -> bool:
         # Only generating content is cached; countTokens, embedContent and the rest pass.
         return params.get("target", "").rpartition(":")[2] in METHODS
 
-    def parse(self, call: Call) -> dict[str, Any]:
-        return parse_request(call.body, call.params.get("target", ""), call.query)
+    def parse(self, call: Call) -> Parsed:
+        return parse_request(call)
+
+    def key_parts(self, request: Parsed) -> KeyParts:
+        return key_parts(request.body)
+
+    def keyed_request(self, request: Parsed) -> dict[str, Any]:
+        return keyed_request(request.body)
+
+    def usage(self, request: Parsed, answer: dict[str, Any]) -> dict[str, Any]:
+        return usage(request.body, answer)
 
     def auth(self, api_key: str | None) -> dict[str, str] | None:
         return None if api_key is None else {"x-goog-api-key": api_key}
@@ -412,7 +417,7 @@ class Gemini:
         return client_key(call)
 
     def upstream_request(
-        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
+        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: Parsed
     ) -> httpx.Request:
         url = upstream.target_url(target.base_url, call.path)
         # alt=sse stays; Starlette's QueryParams prints every pair as sent.
@@ -424,12 +429,12 @@ class Gemini:
         # A stream without alt=sse is a JSON array: not an object, so it is only relayed.
         return json_object(body)
 
-    def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
-        if wants_array(request):
+    def replay_json(self, request: Parsed, answer: dict[str, Any]) -> bytes:
+        if request.json_array:
             return json_bytes(replay_chunks(answer))
         return json_bytes(replay_json(answer))
 
-    def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
+    def replay_stream(self, request: Parsed, answer: dict[str, Any]) -> Iterator[bytes]:
         return replay_stream(answer)
 
     def error_body(self, status: int, message: str, kind: str) -> bytes:

@@ -5,12 +5,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
 
 import httpx
 
 from kallm import upstream
-from kallm.providers.base import Call, EventRecorder, OddEvent, Upstream, is_int, json_object
+from kallm.providers.base import (
+    Call,
+    EventRecorder,
+    KeyParts,
+    OddEvent,
+    Parsed,
+    Upstream,
+    is_int,
+    json_bytes,
+    json_object,
+)
 
 
 def error_body(message: str, kind: str, param: str | None = None, code: str | None = None) -> bytes:
@@ -19,11 +30,42 @@ def error_body(message: str, kind: str, param: str | None = None, code: str | No
     return json.dumps({"error": error}).encode()
 
 
+@dataclass(frozen=True)
+class BodyFunctions:
+    """An OpenAI endpoint module's functions of the request body (a JSON object, with at
+    least a string `model`): check it (raises InvalidRequest), key it, write it for export,
+    and count an answer's tokens."""
+
+    parse: Callable[[bytes], dict[str, Any]]
+    key_parts: Callable[[dict[str, Any]], KeyParts]
+    keyed_request: Callable[[dict[str, Any]], dict[str, Any]]
+    usage: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+
+
 class OpenAIEndpoint:
-    """The parts of `Provider` every OpenAI endpoint has in common; `path` names it."""
+    """The parts of `Provider` every OpenAI endpoint has in common; `path` names it, `body`
+    holds its module's functions. An OpenAI request is its body: `stream: true` asks for
+    an event stream."""
 
     path: str
+    body: ClassVar[BodyFunctions]
     vendor = "openai"
+
+    def parse(self, call: Call) -> Parsed:
+        body = self.body.parse(call.body)
+        return Parsed(body["model"], body.get("stream") is True, body)
+
+    def parse_keyed(self, request: Any) -> Parsed:
+        return self.parse(Call(json_bytes(request), "", {}, {}, {}))
+
+    def key_parts(self, request: Parsed) -> KeyParts:
+        return self.body.key_parts(request.body)
+
+    def keyed_request(self, request: Parsed) -> dict[str, Any]:
+        return self.body.keyed_request(request.body)
+
+    def usage(self, request: Parsed, answer: dict[str, Any]) -> dict[str, Any]:
+        return self.body.usage(request.body, answer)
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -40,7 +82,7 @@ class OpenAIEndpoint:
         return call.headers.get("authorization") or call.headers.get("api-key")
 
     def upstream_request(
-        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: dict[str, Any]
+        self, client: httpx.AsyncClient, call: Call, target: Upstream, request: Parsed
     ) -> httpx.Request:
         url = f"{target.base_url}{self.path}"
         return upstream.post(client, url, call.headers, self.auth(target.api_key), call.body)

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kallm.providers.base import (
-    Call,
     InvalidRequest,
     KeyParts,
     OddEvent,
+    Parsed,
     distinct_indexes,
     estimate_tokens,
     is_int,
@@ -30,7 +30,7 @@ from kallm.providers.base import (
     token_count,
     valid_counts,
 )
-from kallm.providers.openai import ChoicesRecorder, OpenAIEndpoint
+from kallm.providers.openai import BodyFunctions, ChoicesRecorder, OpenAIEndpoint
 from kallm.sse import event
 
 # Fields that never change the answer, so they stay out of the cache key. Everything else
@@ -89,10 +89,6 @@ def key_parts(request: dict[str, Any]) -> KeyParts:
 def keyed_request(request: dict[str, Any]) -> dict[str, Any]:
     """The request without the fields that never change the answer (messages stay)."""
     return {k: v for k, v in request.items() if k not in NOT_IN_KEY or k == "messages"}
-
-
-def wants_stream(request: dict[str, Any]) -> bool:
-    return request.get("stream") is True
 
 
 def wants_usage(request: dict[str, Any]) -> bool:
@@ -341,18 +337,12 @@ class OpenAIChat(OpenAIEndpoint):
 
     path = "/chat/completions"
     route = "chat.completions"
-    key_parts = staticmethod(key_parts)
-    keyed_request = staticmethod(keyed_request)
-    wants_stream = staticmethod(wants_stream)
+    body = BodyFunctions(parse_request, key_parts, keyed_request, usage)
     is_cacheable = staticmethod(is_cacheable)
-    usage = staticmethod(usage)
     recorder = staticmethod(recorder)
 
-    def parse(self, call: Call) -> dict[str, Any]:
-        return parse_request(call.body)
-
-    def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
+    def replay_json(self, request: Parsed, answer: dict[str, Any]) -> bytes:
         return json_bytes(replay_json(answer))
 
-    def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
-        return replay_stream(answer, wants_usage(request))
+    def replay_stream(self, request: Parsed, answer: dict[str, Any]) -> Iterator[bytes]:
+        return replay_stream(answer, wants_usage(request.body))

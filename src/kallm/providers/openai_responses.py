@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from kallm.providers.base import (
-    Call,
     EventRecorder,
     InvalidRequest,
     KeyParts,
     OddEvent,
+    Parsed,
     estimate_tokens,
     is_int,
     json_bytes,
@@ -31,7 +31,7 @@ from kallm.providers.base import (
     token_count,
     valid_counts,
 )
-from kallm.providers.openai import OpenAIEndpoint
+from kallm.providers.openai import BodyFunctions, OpenAIEndpoint
 
 # Fields that never change the answer, so they stay out of the cache key. Everything else,
 # `previous_response_id`, `conversation`, `background` and fields this list does not know yet
@@ -116,10 +116,6 @@ def keyed_request(request: dict[str, Any]) -> dict[str, Any]:
     """The request without the fields that never change the answer (input and store stay)."""
     kept = {"input", "store"}
     return {k: v for k, v in request.items() if k not in NOT_IN_KEY or k in kept}
-
-
-def wants_stream(request: dict[str, Any]) -> bool:
-    return request.get("stream") is True
 
 
 # The counts `usage` reads; the details objects are kept as sent.
@@ -349,18 +345,12 @@ class OpenAIResponses(OpenAIEndpoint):
 
     path = "/responses"
     route = "responses"
-    key_parts = staticmethod(key_parts)
-    keyed_request = staticmethod(keyed_request)
-    wants_stream = staticmethod(wants_stream)
+    body = BodyFunctions(parse_request, key_parts, keyed_request, usage)
     is_cacheable = staticmethod(is_cacheable)
-    usage = staticmethod(usage)
     recorder = StreamRecorder
 
-    def parse(self, call: Call) -> dict[str, Any]:
-        return parse_request(call.body)
+    def replay_json(self, request: Parsed, answer: dict[str, Any]) -> bytes:
+        return json_bytes(replay_response(request.body, answer))
 
-    def replay_json(self, request: dict[str, Any], answer: dict[str, Any]) -> bytes:
-        return json_bytes(replay_response(request, answer))
-
-    def replay_stream(self, request: dict[str, Any], answer: dict[str, Any]) -> Iterator[bytes]:
-        return replay_stream(request, answer)
+    def replay_stream(self, request: Parsed, answer: dict[str, Any]) -> Iterator[bytes]:
+        return replay_stream(request.body, answer)

@@ -19,7 +19,6 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from kallm import keys, upstream
 from kallm.providers.base import loads
 from kallm.providers.openai import error_body
-from kallm.providers.openai_chat import parse_request
 from kallm.proxy.auth import TENANT_PATTERN, ClientKeys, Presented, credentials
 from kallm.proxy.cached import CacheProxy
 from kallm.settings import Settings
@@ -106,15 +105,15 @@ class Admin:
             if not line.strip():
                 continue
             try:
-                proxy, payload, answer, namespace, ttl = self._warm_line(line, target)
-                kept = await proxy.warm(namespace, payload, answer, ttl)
+                proxy, exported, answer, namespace, ttl = self._warm_line(line, target)
+                kept = await proxy.warm(namespace, exported, answer, ttl)
             except (ValueError, KeyError, TypeError) as error:  # InvalidRequest is a ValueError
                 errors.append(f"line {number}: {error!s}")
                 continue
             if kept:
                 stored += 1
                 places[namespace] = places.get(namespace, 0) + 1
-                if proxy.forwards_credentials and "@" not in namespace:
+                if proxy.forwards_credentials and not keys.for_one_key(namespace):
                     unreachable.add(proxy.route)
             else:
                 skipped += 1
@@ -130,8 +129,9 @@ class Admin:
 
     def _warm_line(
         self, line: str, target: str | None
-    ) -> tuple[CacheProxy, dict[str, Any], dict[str, Any], str, float]:
-        """One warm line checked: its API, request, answer, namespace and TTL."""
+    ) -> tuple[CacheProxy, Any, dict[str, Any], str, float]:
+        """One warm line checked: its API, request (checked by the API's own rules when it is
+        warmed), answer, namespace and TTL."""
         row = loads(line.encode("utf-8"))
         if not isinstance(row, dict):
             raise ValueError("a line must be a JSON object")
@@ -139,11 +139,6 @@ class Admin:
         if route not in self._proxies:
             raise ValueError(f"unknown route {str(route)[:40]!r}")
         proxy = self._proxies[route]
-        payload = row["request"]
-        if proxy.route == "chat.completions":
-            payload = parse_request(json.dumps(payload).encode())
-        elif not isinstance(payload, dict) or not isinstance(payload.get("model"), str):
-            raise ValueError("request must be an object with a model")
         if not isinstance(row["response"], dict):
             raise ValueError("response must be an object")
         ttl = row.get("ttl") or self._default_ttl
@@ -152,7 +147,7 @@ class Admin:
         namespace = target or row.get("namespace") or keys.DEFAULT_NAMESPACE
         if not isinstance(namespace, str) or len(namespace) > 256:
             raise ValueError("namespace must be a string")
-        return proxy, payload, row["response"], namespace, float(min(ttl, self._max_ttl))
+        return proxy, row["request"], row["response"], namespace, float(min(ttl, self._max_ttl))
 
     def _warnings(self, places: dict[str, int], unkeyed: set[str]) -> list[str]:
         """What makes warmed entries unreachable, said rather than left to be discovered."""

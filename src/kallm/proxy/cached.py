@@ -29,7 +29,7 @@ from kallm.match.matcher import Candidate, Matcher
 from kallm.metrics import Metrics, Outcome
 from kallm.policies import PolicyBook
 from kallm.pricing import PriceTable
-from kallm.providers.base import Call, InvalidRequest, Provider, Upstream, check_value
+from kallm.providers.base import Call, InvalidRequest, Parsed, Provider, Upstream, check_value
 from kallm.proxy import bookkeeping
 from kallm.proxy.admission import Admission
 from kallm.proxy.auth import Refused
@@ -102,10 +102,10 @@ class CacheProxy:
             caller = admitted.caller
             path = upstream.raw_path(request.scope)
             call = Call(admitted.body, path, request.path_params, caller.query, caller.headers)
-            payload, looked_in = await offload(
+            parsed, looked_in = await offload(
                 len(admitted.body), self._understand, call, admitted.namespaces
             )
-            rules = admitted.for_model(self.route, payload["model"])
+            rules = admitted.for_model(self.route, parsed.model)
         except InvalidRequest as error:
             return self._refuse(started, Refused(400, str(error), "invalid_request_error"))
         except Refused as refused:
@@ -117,14 +117,14 @@ class CacheProxy:
         if rules.lookup:
             found = await self._lookup(looked_in, rules.threshold, admitted.min_probability)
         if found.hit is not None:
-            replayed = await self._replay(payload, found, started)
+            replayed = await self._replay(parsed, found, started)
             if replayed is not None:
                 return replayed
             found = Lookup(vector=found.vector)  # a broken entry: answer from upstream
 
         outcome = Outcome.MISS if rules.lookup else Outcome.BYPASS
         try:
-            outgoing = provider.upstream_request(core.client, call, self._target, payload)
+            outgoing = provider.upstream_request(core.client, call, self._target, parsed)
         except (upstream.UnsafePath, httpx.InvalidURL) as error:
             message = f"Not a URL kallm can send: {error}"
             return self._refuse(started, Refused(400, message, "invalid_request_error"))
@@ -139,7 +139,7 @@ class CacheProxy:
             core.metrics.upstream_error(self.route)
         commit: Commit | None = None
         if rules.store and sent.status_code == 200:
-            commit = functools.partial(self.store, payload, key, found.vector, rules.ttl)
+            commit = functools.partial(self.store, parsed, key, found.vector, rules.ttl)
         if "text/event-stream" in sent.headers.get("content-type", ""):
             return StreamingResponse(
                 self._relay(sent, commit, started, outcome, namespace),
@@ -159,20 +159,18 @@ class CacheProxy:
             )
         await sent.aclose()
         if commit is not None:
-            parsed = await offload(len(answer.head), provider.parse_answer, answer.head)
-            if parsed is not None:
-                await commit(parsed)
+            whole = await offload(len(answer.head), provider.parse_answer, answer.head)
+            if whole is not None:
+                await commit(whole)
         self._finish(outcome, sent.status_code, started, namespace, similarity)
         return Response(answer.head, sent.status_code, headers=headers)
 
-    def _understand(
-        self, call: Call, namespaces: list[str]
-    ) -> tuple[dict[str, Any], list[keys.CacheKey]]:
+    def _understand(self, call: Call, namespaces: list[str]) -> tuple[Parsed, list[keys.CacheKey]]:
         """The parsed request and its key in each namespace it may be served from; raises
         InvalidRequest. Pure CPU work, proportional to the body (see `offload`)."""
-        payload = self._provider.parse(call)
-        parts = self._provider.key_parts(payload)
-        return payload, keys.cache_keys(
+        parsed = self._provider.parse(call)
+        parts = self._provider.key_parts(parsed)
+        return parsed, keys.cache_keys(
             namespaces, self.route, parts.context, parts.final, parts.text
         )
 
@@ -221,22 +219,20 @@ class CacheProxy:
             self._core.cache_failed("embedder")
             return None
 
-    async def _replay(
-        self, payload: dict[str, Any], found: Lookup, started: float
-    ) -> Response | None:
+    async def _replay(self, request: Parsed, found: Lookup, started: float) -> Response | None:
         """The cached answer, rebuilt for this request; None when the stored entry cannot be
         replayed (then it is dropped, and the request goes upstream)."""
         assert found.hit is not None
         core, provider = self._core, self._provider
         entry, similarity = found.hit.entry, found.hit.similarity
-        stream = provider.wants_stream(payload)
+        stream = request.stream
         try:
             if not provider.is_cacheable(entry.response):
                 raise ValueError("the stored answer is not one kallm would have cached")
             if stream:
-                chunks = list(provider.replay_stream(payload, entry.response))
+                chunks = list(provider.replay_stream(request, entry.response))
             else:
-                content = provider.replay_json(payload, entry.response)
+                content = provider.replay_json(request, entry.response)
         except Exception:
             log.warning("a cached entry could not be replayed (%r); dropped", sys.exc_info()[1])
             try:
@@ -293,7 +289,7 @@ class CacheProxy:
 
     async def store(
         self,
-        payload: dict[str, Any],
+        request: Parsed,
         key: keys.CacheKey,
         vector: Vector | None,
         ttl: float,
@@ -305,7 +301,7 @@ class CacheProxy:
         try:
             check_value(answer)
             cacheable = self._provider.is_cacheable(answer)
-            usage = self._provider.usage(payload, answer)
+            usage = self._provider.usage(request, answer)
         except Exception:
             log.warning("an upstream answer was not understood (%r)", sys.exc_info()[1])
             return False
@@ -324,7 +320,7 @@ class CacheProxy:
             text=key.text,
             vector=vector,
             embedding_model=core.embedder.name,
-            model=str(answer.get("model") or payload["model"]),
+            model=str(answer.get("model") or request.model),
             response=answer,
             created=now,
             expires=now + ttl,
@@ -332,7 +328,7 @@ class CacheProxy:
                 "usage": usage,
                 # What identifies the request, so an export can be warmed back in.
                 "route": self.route,
-                "request": self._provider.keyed_request(payload),
+                "request": self._provider.keyed_request(request),
             },
             scope=scope,
         )
@@ -343,15 +339,15 @@ class CacheProxy:
             return False
         return True
 
-    async def warm(
-        self, namespace: str, payload: dict[str, Any], answer: dict[str, Any], ttl: float
-    ) -> bool:
+    async def warm(self, namespace: str, exported: Any, answer: dict[str, Any], ttl: float) -> bool:
         """Store a known answer as if it had just come from upstream; whether it was kept.
-        `payload` is a request as an export writes it (the provider's keyed request)."""
-        parts = self._provider.key_parts(payload)
+        `exported` is a request as an export writes it; raises InvalidRequest for one this
+        API would refuse."""
+        request = self._provider.parse_keyed(exported)
+        parts = self._provider.key_parts(request)
         key = keys.cache_key(namespace, self.route, parts.context, parts.final, parts.text)
         vector = await self._embed(key.text) if key.text is not None else None
-        return await self.store(payload, key, vector, ttl, answer)
+        return await self.store(request, key, vector, ttl, answer)
 
     def _finish(
         self,
