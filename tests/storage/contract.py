@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kallm.storage import Entry, EntryQuery
-from kallm.storage.base import Search
+from kallm.storage.base import Meta, Search
 
 NOW = time.time()  # real time: servers with native TTLs must not expire entries mid-test
 
@@ -28,7 +28,7 @@ def entry(
         id=f"id{i}", namespace=namespace, partition=partition, exact=f"exact{i}",
         text=text or f"prompt {i}", vector=vector, embedding_model=model, model="gpt-4o-mini",
         response={"n": i}, created=NOW - age, expires=NOW + ttl,
-        extra={"usage": {"prompt_tokens": i}}, scope=scope,
+        meta=Meta("chat.completions", {"prompt_tokens": i}, {"model": "m"}), scope=scope,
     )  # fmt: skip
 
 
@@ -52,7 +52,9 @@ class StoreContract:
             await store.put(entry(1, vec(1, 0, 0), ttl=5))
             found = await store.get_exact("ns", "exact1", NOW + 4)
             assert found is not None and found.id == "id1" and found.response == {"n": 1}
-            assert found.text == "prompt 1" and found.extra == {"usage": {"prompt_tokens": 1}}
+            assert found.text == "prompt 1" and found.meta == Meta(
+                "chat.completions", {"prompt_tokens": 1}, {"model": "m"}
+            )
             assert np.allclose(found.vector, vec(1, 0, 0))
             assert await store.get_exact("ns", "exact1", NOW + 5) is None
             assert await store.get_exact("other", "exact1", NOW) is None

@@ -175,7 +175,7 @@ class Admin:
                 EntryQuery(namespace=namespace, offset=offset, limit=PAGE_LIMIT), now
             ):
                 for entry in page:
-                    if "request" in entry.extra:
+                    if entry.meta.request is not None:
                         yield (json.dumps(_exported(entry, now)) + "\n").encode()
                 offset += len(page)
 
@@ -222,8 +222,8 @@ def _summary(entry: Entry) -> dict[str, Any]:
 def _exported(entry: Entry, now: float) -> dict[str, Any]:
     return {
         "namespace": entry.namespace,
-        "route": entry.extra.get("route", "chat.completions"),
-        "request": entry.extra["request"],
+        "route": entry.meta.route,
+        "request": entry.meta.request,
         "response": entry.response,
         "ttl": round(entry.expires - now, 3),
     }

@@ -35,7 +35,7 @@ from kallm.proxy.admission import Admission
 from kallm.proxy.auth import Refused
 from kallm.settings import Settings
 from kallm.sse import SSEParser
-from kallm.storage.base import Cache, Entry, Vector
+from kallm.storage.base import Cache, Entry, Meta, Vector
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -244,7 +244,7 @@ class CacheProxy:
             await core.store.record_hit(entry, core.clock())
         except Exception:
             core.cache_failed("store")
-        usage = entry.extra.get("usage")
+        usage = entry.meta.usage
         core.metrics.hit(not found.exact, entry.model, usage, core.prices.cost(entry.model, usage))
         headers = _match_headers(Outcome.HIT, found.hit, accepted=True)
         self._finish(Outcome.HIT, 200, started, entry.namespace, similarity)
@@ -324,12 +324,8 @@ class CacheProxy:
             response=answer,
             created=now,
             expires=now + ttl,
-            extra={
-                "usage": usage,
-                # What identifies the request, so an export can be warmed back in.
-                "route": self.route,
-                "request": self._provider.keyed_request(request),
-            },
+            # What identifies the request, so an export can be warmed back in.
+            meta=Meta(self.route, usage, self._provider.keyed_request(request)),
             scope=scope,
         )
         try:

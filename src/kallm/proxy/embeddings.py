@@ -32,7 +32,7 @@ from kallm.proxy.admission import Caller
 from kallm.proxy.auth import Refused
 from kallm.proxy.cached import Core, offload
 from kallm.proxy.directives import RequestPolicy
-from kallm.storage.base import Entry
+from kallm.storage.base import Entry, Meta
 
 log = logging.getLogger("kallm")
 
@@ -282,11 +282,8 @@ class EmbeddingsProxy:
                     response=item,
                     created=now,
                     expires=now + ttl,
-                    # No "request": admin export/warm only know the cached chat-like routes.
-                    extra={
-                        "usage": {"prompt_tokens": share, "total_tokens": share},
-                        "route": self.route,
-                    },
+                    # No request: export and warm carry the APIs that answer one prompt.
+                    meta=Meta(self.route, {"prompt_tokens": share, "total_tokens": share}),
                     scope=keys.scope(key.namespace),
                 ),
             )
@@ -311,7 +308,7 @@ class EmbeddingsProxy:
         for entry in served:
             if entry is None:
                 continue
-            usage = entry.extra.get("usage") or {}
+            usage = entry.meta.usage
             metrics.hit(False, entry.model, usage, prices.cost(entry.model, usage))
 
     def _finish(self, batch: Batch, status: int, outcome: Outcome) -> None:

@@ -11,6 +11,36 @@ import numpy.typing as npt
 Vector = npt.NDArray[np.float32]
 
 
+@dataclass(frozen=True)
+class Meta:
+    """What kallm keeps beside an answer: the cached API it came from (`route`), the tokens
+    a hit saves (`usage`), and the request that identifies it, for export and warm
+    (`request`; None where an entry cannot be warmed back, as an embeddings item). Stores
+    keep it as one JSON object."""
+
+    route: str = "chat.completions"
+    usage: dict[str, Any] = field(default_factory=dict)
+    request: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        value: dict[str, Any] = {"route": self.route, "usage": self.usage}
+        if self.request is not None:
+            value["request"] = self.request
+        return value
+
+    @classmethod
+    def from_json(cls, value: Any) -> Meta:
+        """The stored object, as any kallm wrote it (a part of another type is left out)."""
+        if not isinstance(value, dict):
+            return cls()
+        route, usage, request = value.get("route"), value.get("usage"), value.get("request")
+        return cls(
+            route if isinstance(route, str) else cls.route,
+            usage if isinstance(usage, dict) else {},
+            request if isinstance(request, dict) else None,
+        )
+
+
 @dataclass
 class Entry:
     """One cached answer. `vector` is the embedding of `text` (None: exact match only).
@@ -30,7 +60,7 @@ class Entry:
     expires: float
     hits: int = 0
     last_hit: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    meta: Meta = field(default_factory=Meta)
     scope: str = ""
 
     @property

@@ -56,7 +56,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
-from kallm.storage.base import Entry, EntryQuery, Hit, Search, Vector
+from kallm.storage.base import Entry, EntryQuery, Hit, Meta, Search, Vector
 
 T = TypeVar("T")
 Connection = psycopg.AsyncConnection[TupleRow]
@@ -169,7 +169,7 @@ class PostgresStore:
         values = (
             entry.id, entry.namespace, entry.partition, entry.exact, entry.text, vector,
             entry.embedding_model, entry.model, Jsonb(entry.response), entry.created,
-            entry.expires, entry.hits, entry.last_hit, Jsonb(entry.extra), entry.scope,
+            entry.expires, entry.hits, entry.last_hit, Jsonb(entry.meta.to_json()), entry.scope,
             last_used,
         )  # fmt: skip
         # The upsert comes first and both deletes skip rows other transactions hold: a put
@@ -548,5 +548,6 @@ def _vector(data: bytes | None) -> Vector | None:
 def _entry(row: TupleRow) -> Entry:
     """An entry from a row of _FIELDS (Entry's fields, in order, the vector as `embedding`)."""
     value = dict(zip(_FIELDS, row, strict=True))
-    embedding = value.pop("embedding")
-    return Entry(**value | {"vector": _vector(embedding), "hits": int(value["hits"])})
+    embedding, extra = value.pop("embedding"), value.pop("extra")
+    read = {"vector": _vector(embedding), "hits": int(value["hits"]), "meta": Meta.from_json(extra)}
+    return Entry(**value | read)

@@ -60,7 +60,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from kallm.storage.base import Entry, EntryQuery, Hit, Search, Vector
+from kallm.storage.base import Entry, EntryQuery, Hit, Meta, Search, Vector
 from kallm.storage.vectors import Key, VectorIndex
 
 log = logging.getLogger("kallm")
@@ -200,7 +200,7 @@ def _fields(entry: Entry) -> list[bytes | str | float | int]:
         "created": entry.created,  # redis-py writes floats with repr: they round-trip
         "expires": entry.expires,
         "hits": entry.hits,
-        "extra": json.dumps(entry.extra),
+        "extra": json.dumps(entry.meta.to_json()),
         "scope": entry.scope,
     }
     if entry.text is not None:
@@ -228,7 +228,7 @@ def _entry(fields: dict[bytes, bytes]) -> Entry:
         expires=float(fields[b"expires"]),
         hits=int(fields[b"hits"]),
         last_hit=None if last_hit is None else float(last_hit),
-        extra=json.loads(fields[b"extra"]),
+        meta=Meta.from_json(json.loads(fields[b"extra"])),
         scope=fields.get(b"scope", b"").decode(),  # absent in entries stored before scopes
     )
 

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from kallm.storage.base import Entry, EntryQuery, Hit, Search
+from kallm.storage.base import Entry, EntryQuery, Hit, Meta, Search
 from kallm.storage.vectors import VectorIndex
 
 T = TypeVar("T")
@@ -65,7 +65,7 @@ def _row(entry: Entry) -> tuple[Any, ...]:
         entry.id, entry.namespace, entry.partition, entry.exact, entry.text, vector,
         entry.embedding_model, entry.model, json.dumps(entry.response), entry.created,
         entry.expires, entry.hits, entry.last_hit, max(entry.created, entry.last_hit or 0),
-        json.dumps(entry.extra), entry.scope,
+        json.dumps(entry.meta.to_json()), entry.scope,
     )  # fmt: skip
 
 
@@ -76,7 +76,7 @@ def _entry(row: sqlite3.Row) -> Entry:
         exact=row["exact"], text=row["text"], vector=vector,
         embedding_model=row["embedding_model"], model=row["model"],
         response=json.loads(row["response"]), created=row["created"], expires=row["expires"],
-        hits=row["hits"], last_hit=row["last_hit"], extra=json.loads(row["extra"]),
+        hits=row["hits"], last_hit=row["last_hit"], meta=Meta.from_json(json.loads(row["extra"])),
         scope=row["scope"],
     )  # fmt: skip
 
