@@ -1,0 +1,1 @@
+"""The `kallm` command: serve, demo, eval, calibrate and the management client. Internal."""
