@@ -25,8 +25,8 @@ from kallm.providers.base import (
     OddEvent,
     Parsed,
     Upstream,
+    counted_usage,
     dumps,
-    estimate_tokens,
     is_int,
     json_bytes,
     json_object,
@@ -36,7 +36,6 @@ from kallm.providers.base import (
     parse_object,
     split_text,
     text_content,
-    token_count,
     valid_counts,
 )
 
@@ -210,17 +209,14 @@ def usage(request: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
     """Token counts for saved-cost figures. Tokens read from or written to Anthropic's prompt
     cache are prompt tokens too; an answer without usage, or with counts that are not counts,
     gets an estimate."""
-    counts = message.get("usage")
-    if isinstance(counts, dict):
-        output = token_count(counts.get("output_tokens"))
-        inputs = [counts.get(name) for name in INPUT_COUNTS]
-        if output is not None and all(v is None or token_count(v) is not None for v in inputs):
-            return {"prompt_tokens": sum(v or 0 for v in inputs), "completion_tokens": output}
-    return {
-        "prompt_tokens": estimate_tokens([request.get("system"), request.get("messages")]),
-        "completion_tokens": estimate_tokens(message.get("content", [])),
-        "estimated": True,
-    }
+    return counted_usage(
+        message.get("usage"),
+        INPUT_COUNTS,
+        ["output_tokens"],
+        {"output_tokens"},
+        [request.get("system"), request.get("messages")],
+        [message.get("content", [])],
+    )
 
 
 def _fresh_id() -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard
 
@@ -316,6 +316,37 @@ def valid_counts(usage: Any, names: Iterable[str]) -> bool:
     return isinstance(usage, dict) and all(
         usage.get(name) is None or token_count(usage[name]) is not None for name in names
     )
+
+
+def counted_usage(
+    counts: Any,
+    prompt: Sequence[str],
+    completion: Sequence[str],
+    required: Collection[str],
+    asked: Any,
+    answered: Iterable[Any],
+) -> dict[str, Any]:
+    """Token counts as {"prompt_tokens", "completion_tokens"}, for saved-cost figures: the
+    sums of an answer's own `counts` under the `prompt` and `completion` names, where every
+    name present is a count and the `required` ones are there; else (no counts, or counts
+    that are not counts: a string, a negative or absurd number) an estimate from what was
+    `asked` and the parts `answered`, marked "estimated"."""
+    if isinstance(counts, dict):
+        values = {name: counts.get(name) for name in (*prompt, *completion)}
+        if all(
+            (value is not None or name not in required)
+            and (value is None or token_count(value) is not None)
+            for name, value in values.items()
+        ):
+            return {
+                "prompt_tokens": sum(values[name] or 0 for name in prompt),
+                "completion_tokens": sum(values[name] or 0 for name in completion),
+            }
+    return {
+        "prompt_tokens": estimate_tokens(asked),
+        "completion_tokens": sum(estimate_tokens(part) for part in answered),
+        "estimated": True,
+    }
 
 
 def is_int(value: Any) -> TypeGuard[int]:

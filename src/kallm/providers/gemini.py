@@ -26,9 +26,9 @@ from kallm.providers.base import (
     OddEvent,
     Parsed,
     Upstream,
+    counted_usage,
     distinct_indexes,
     dumps,
-    estimate_tokens,
     is_int,
     json_bytes,
     json_object,
@@ -36,7 +36,6 @@ from kallm.providers.base import (
     optional_str,
     parse_object,
     split_text,
-    token_count,
     valid_counts,
 )
 from kallm.sse import event
@@ -356,23 +355,20 @@ class StreamRecorder(EventRecorder):
 def usage(request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
     """usageMetadata as prompt and completion tokens (thinking is billed as output); an
     estimate without it, or with counts that are not counts."""
-    meta = response.get("usageMetadata")
-    if isinstance(meta, dict):
-        prompt = token_count(meta.get("promptTokenCount"))
-        output = [meta.get(name) for name in ("candidatesTokenCount", "thoughtsTokenCount")]
-        if prompt is not None and all(v is None or token_count(v) is not None for v in output):
-            return {"prompt_tokens": prompt, "completion_tokens": sum(v or 0 for v in output)}
     candidates = response.get("candidates")
     answers = (
         [c.get("content") or {} for c in candidates if isinstance(c, dict)]
         if isinstance(candidates, list)
         else []
     )
-    return {
-        "prompt_tokens": estimate_tokens(request.get("contents", [])),
-        "completion_tokens": sum(estimate_tokens(content) for content in answers),
-        "estimated": True,
-    }
+    return counted_usage(
+        response.get("usageMetadata"),
+        ["promptTokenCount"],
+        ["candidatesTokenCount", "thoughtsTokenCount"],
+        {"promptTokenCount"},
+        request.get("contents", []),
+        answers,
+    )
 
 
 def client_key(call: Call) -> str | None:

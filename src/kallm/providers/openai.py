@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+import secrets
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -18,9 +20,13 @@ from kallm.providers.base import (
     OddEvent,
     Parsed,
     Upstream,
+    counted_usage,
+    distinct_indexes,
     is_int,
     json_bytes,
     json_object,
+    optional_str,
+    valid_counts,
 )
 
 
@@ -92,6 +98,74 @@ class OpenAIEndpoint:
 
     def error_body(self, status: int, message: str, kind: str) -> bytes:
         return error_body(message, kind)
+
+
+def whole_completion(
+    completion: dict[str, Any],
+    kind: str,
+    whole_choice: Callable[[Any], bool],
+    counts: tuple[str, ...],
+) -> bool:
+    """A whole completion of `kind` (`chat.completion`, `text_completion`) of the shape kallm
+    replays: choices each `whole_choice`, under distinct indexes, a string model and usage
+    of token counts. Any other answer (cut short, filtered, with parts of other types) is
+    relayed unchanged and never stored."""
+    choices = completion.get("choices")
+    return (
+        completion.get("object") == kind
+        and isinstance(choices, list)
+        and bool(choices)
+        and all(whole_choice(choice) for choice in choices)
+        and distinct_indexes([choice["index"] for choice in choices])
+        and optional_str(completion.get("model"))
+        and valid_counts(completion.get("usage"), counts)
+    )
+
+
+def renewed(value: dict[str, Any], id_prefix: str) -> dict[str, Any]:
+    """`value` (a cached completion, or a replayed stream's chunk head) as a new response: a
+    fresh id and creation time."""
+    return {**value, "id": id_prefix + secrets.token_hex(12), "created": int(time.time())}
+
+
+@dataclass(frozen=True)
+class ChoiceReplays:
+    """How a chat or legacy completions module replays a cached answer: as JSON, and as an
+    event stream (with a usage chunk when the request asked for one)."""
+
+    json: Callable[[dict[str, Any]], dict[str, Any]]
+    stream: Callable[[dict[str, Any], bool], Iterator[bytes]]
+
+
+class ChoicesEndpoint(OpenAIEndpoint):
+    """An endpoint whose answer is a list of choices: chat and legacy completions."""
+
+    replays: ClassVar[ChoiceReplays]
+
+    def replay_json(self, request: Parsed, answer: dict[str, Any]) -> bytes:
+        return json_bytes(self.replays.json(answer))
+
+    def replay_stream(self, request: Parsed, answer: dict[str, Any]) -> Iterator[bytes]:
+        return self.replays.stream(answer, wants_usage(request.body))
+
+
+def wants_usage(request: dict[str, Any]) -> bool:
+    """Whether a streamed answer should end with a usage chunk."""
+    options = request.get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def choices_usage(completion: dict[str, Any], asked: Any, part: str) -> dict[str, Any]:
+    """A completion's own prompt and completion counts, or an estimate from what was
+    `asked` and each choice's `part` (its message, or its text); see `counted_usage`."""
+    choices = completion.get("choices")
+    parts = (
+        [c.get(part) or "" for c in choices if isinstance(c, dict)]
+        if isinstance(choices, list)
+        else []
+    )
+    counts = ["prompt_tokens"], ["completion_tokens"], {"prompt_tokens", "completion_tokens"}
+    return counted_usage(completion.get("usage"), *counts, asked, parts)
 
 
 def read_chunk(

@@ -8,8 +8,6 @@ and `chat.completion.chunk`; streams end with `data: [DONE]`).
 from __future__ import annotations
 
 import json
-import secrets
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,19 +16,21 @@ from kallm.providers.base import (
     InvalidRequest,
     KeyParts,
     OddEvent,
-    Parsed,
-    distinct_indexes,
-    estimate_tokens,
     is_int,
-    json_bytes,
     optional_str,
     parse_object,
     split_text,
     text_content,
-    token_count,
-    valid_counts,
 )
-from kallm.providers.openai import BodyFunctions, ChoicesRecorder, OpenAIEndpoint
+from kallm.providers.openai import (
+    BodyFunctions,
+    ChoiceReplays,
+    ChoicesEndpoint,
+    ChoicesRecorder,
+    choices_usage,
+    renewed,
+    whole_completion,
+)
 from kallm.sse import event
 
 # Fields that never change the answer, so they stay out of the cache key. Everything else
@@ -91,11 +91,6 @@ def keyed_request(request: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in request.items() if k not in NOT_IN_KEY or k == "messages"}
 
 
-def wants_usage(request: dict[str, Any]) -> bool:
-    options = request.get("stream_options")
-    return isinstance(options, dict) and options.get("include_usage") is True
-
-
 # The counts `usage` reads; other usage fields (details, timings) are kept as sent.
 USAGE_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
@@ -134,25 +129,14 @@ def _whole_choice(choice: Any) -> bool:
 def is_cacheable(completion: dict[str, Any]) -> bool:
     """A whole `chat.completion` of the shape kallm replays: any other answer (cut short,
     filtered, or with parts of other types) is relayed unchanged and never stored."""
-    choices = completion.get("choices")
-    return (
-        completion.get("object") == "chat.completion"
-        and isinstance(choices, list)
-        and bool(choices)
-        and all(_whole_choice(choice) for choice in choices)
-        and distinct_indexes([choice["index"] for choice in choices])
-        and optional_str(completion.get("model"))
-        and valid_counts(completion.get("usage"), USAGE_COUNTS)
-    )
+    return whole_completion(completion, "chat.completion", _whole_choice, USAGE_COUNTS)
 
 
-def _fresh_id() -> str:
-    return "chatcmpl-kallm-" + secrets.token_hex(12)
+ID_PREFIX = "chatcmpl-kallm-"
 
 
 def replay_json(completion: dict[str, Any]) -> dict[str, Any]:
-    """The cached completion with a fresh id and creation time: it is a new response."""
-    return {**completion, "id": _fresh_id(), "created": int(time.time())}
+    return renewed(completion, ID_PREFIX)
 
 
 def _choice_deltas(choice: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -185,12 +169,8 @@ def _choice_deltas(choice: dict[str, Any]) -> Iterator[dict[str, Any]]:
 def replay_stream(completion: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
     """The cached completion as a real chunk stream: several deltas per choice, a final chunk
     with the finish reason, a usage chunk when asked for, then `[DONE]`."""
-    base: dict[str, Any] = {
-        "id": _fresh_id(),
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-        "model": completion.get("model"),
-    }
+    head = {"object": "chat.completion.chunk", "model": completion.get("model")}
+    base = renewed(head, ID_PREFIX)
     for name in ("system_fingerprint", "service_tier"):
         if name in completion:
             base[name] = completion[name]
@@ -304,45 +284,16 @@ def recorder() -> ChoicesRecorder:
     return ChoicesRecorder("chat.completion", head, _ChoiceBuilder, is_cacheable)
 
 
-def estimate_usage(request: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]:
-    """Token counts for an answer that came without usage (a stream without include_usage),
-    so saved-cost figures are not silently zero."""
-    choices = completion.get("choices")
-    messages = (
-        [c.get("message") or {} for c in choices if isinstance(c, dict)]
-        if isinstance(choices, list)
-        else []
-    )
-    return {
-        "prompt_tokens": estimate_tokens(request.get("messages", [])),
-        "completion_tokens": sum(estimate_tokens(message) for message in messages),
-        "estimated": True,
-    }
-
-
 def usage(request: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]:
-    """The answer's prompt and completion counts; estimated when it has none, or counts
-    that are not counts (a string, a negative or absurd number)."""
-    counts = completion.get("usage")
-    if isinstance(counts, dict):
-        prompt = token_count(counts.get("prompt_tokens"))
-        answer = token_count(counts.get("completion_tokens"))
-        if prompt is not None and answer is not None:
-            return {"prompt_tokens": prompt, "completion_tokens": answer}
-    return estimate_usage(request, completion)
+    return choices_usage(completion, request.get("messages", []), "message")
 
 
-class OpenAIChat(OpenAIEndpoint):
+class OpenAIChat(ChoicesEndpoint):
     """`POST /v1/chat/completions`, upstream at OPENAI_BASE_URL (which ends in /v1)."""
 
     path = "/chat/completions"
     route = "chat.completions"
     body = BodyFunctions(parse_request, key_parts, keyed_request, usage)
+    replays = ChoiceReplays(replay_json, replay_stream)
     is_cacheable = staticmethod(is_cacheable)
     recorder = staticmethod(recorder)
-
-    def replay_json(self, request: Parsed, answer: dict[str, Any]) -> bytes:
-        return json_bytes(replay_json(answer))
-
-    def replay_stream(self, request: Parsed, answer: dict[str, Any]) -> Iterator[bytes]:
-        return replay_stream(answer, wants_usage(request.body))

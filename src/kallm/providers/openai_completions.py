@@ -8,8 +8,6 @@ Reference: https://platform.openai.com/docs/api-reference/completions
 from __future__ import annotations
 
 import json
-import secrets
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,19 +16,21 @@ from kallm.providers.base import (
     InvalidRequest,
     KeyParts,
     OddEvent,
-    Parsed,
-    distinct_indexes,
-    estimate_tokens,
     is_int,
-    json_bytes,
     optional_str,
     parse_object,
     split_text,
-    token_count,
-    valid_counts,
 )
-from kallm.providers.openai import BodyFunctions, ChoicesRecorder, OpenAIEndpoint
-from kallm.providers.openai_chat import USAGE_COUNTS, wants_usage
+from kallm.providers.openai import (
+    BodyFunctions,
+    ChoiceReplays,
+    ChoicesEndpoint,
+    ChoicesRecorder,
+    choices_usage,
+    renewed,
+    whole_completion,
+)
+from kallm.providers.openai_chat import USAGE_COUNTS
 from kallm.sse import event
 
 # Fields that never change the answer. Everything else (suffix, echo, logprobs, best_of and
@@ -121,25 +121,14 @@ def _whole_choice(choice: Any) -> bool:
 def is_cacheable(completion: dict[str, Any]) -> bool:
     """A whole `text_completion` of the shape kallm replays: any other answer is relayed
     unchanged and never stored."""
-    choices = completion.get("choices")
-    return (
-        completion.get("object") == "text_completion"
-        and isinstance(choices, list)
-        and bool(choices)
-        and all(_whole_choice(choice) for choice in choices)
-        and distinct_indexes([choice["index"] for choice in choices])
-        and optional_str(completion.get("model"))
-        and valid_counts(completion.get("usage"), USAGE_COUNTS)
-    )
+    return whole_completion(completion, "text_completion", _whole_choice, USAGE_COUNTS)
 
 
-def _fresh_id() -> str:
-    return "cmpl-kallm-" + secrets.token_hex(12)
+ID_PREFIX = "cmpl-kallm-"
 
 
 def replay_json(completion: dict[str, Any]) -> dict[str, Any]:
-    """The cached completion with a fresh id and creation time: it is a new response."""
-    return {**completion, "id": _fresh_id(), "created": int(time.time())}
+    return renewed(completion, ID_PREFIX)
 
 
 def _per_token(text: str, logprobs: Any) -> list[tuple[str, Any]] | None:
@@ -167,12 +156,7 @@ def _text_pieces(choice: dict[str, Any]) -> list[tuple[str, Any]]:
 def replay_stream(completion: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
     """The cached completion as chunks: several text pieces per choice, a chunk with the
     finish reason, a usage chunk when asked for, then `[DONE]`."""
-    base: dict[str, Any] = {
-        "id": _fresh_id(),
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": completion.get("model"),
-    }
+    base = renewed({"object": "text_completion", "model": completion.get("model")}, ID_PREFIX)
     if "system_fingerprint" in completion:
         base["system_fingerprint"] = completion["system_fingerprint"]
 
@@ -237,36 +221,15 @@ def recorder() -> ChoicesRecorder:
 
 
 def usage(request: dict[str, Any], completion: dict[str, Any]) -> dict[str, Any]:
-    """The answer's prompt and completion counts; estimated when it has none, or counts
-    that are not counts."""
-    counts = completion.get("usage")
-    if isinstance(counts, dict):
-        prompt = token_count(counts.get("prompt_tokens"))
-        answer = token_count(counts.get("completion_tokens"))
-        if prompt is not None and answer is not None:
-            return {"prompt_tokens": prompt, "completion_tokens": answer}
-    choices = completion.get("choices")
-    texts = (
-        [c.get("text") for c in choices if isinstance(c, dict)] if isinstance(choices, list) else []
-    )
-    return {
-        "prompt_tokens": estimate_tokens(request.get("prompt") or ""),
-        "completion_tokens": sum(estimate_tokens(text or "") for text in texts),
-        "estimated": True,
-    }
+    return choices_usage(completion, request.get("prompt") or "", "text")
 
 
-class OpenAICompletions(OpenAIEndpoint):
+class OpenAICompletions(ChoicesEndpoint):
     """`POST /v1/completions`, upstream at OPENAI_BASE_URL (which ends in /v1)."""
 
     path = "/completions"
     route = "completions"
     body = BodyFunctions(parse_request, key_parts, keyed_request, usage)
+    replays = ChoiceReplays(replay_json, replay_stream)
     is_cacheable = staticmethod(is_cacheable)
     recorder = staticmethod(recorder)
-
-    def replay_json(self, request: Parsed, answer: dict[str, Any]) -> bytes:
-        return json_bytes(replay_json(answer))
-
-    def replay_stream(self, request: Parsed, answer: dict[str, Any]) -> Iterator[bytes]:
-        return replay_stream(answer, wants_usage(request.body))

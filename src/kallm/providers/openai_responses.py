@@ -20,7 +20,7 @@ from kallm.providers.base import (
     KeyParts,
     OddEvent,
     Parsed,
-    estimate_tokens,
+    counted_usage,
     is_int,
     json_bytes,
     named_event,
@@ -28,7 +28,6 @@ from kallm.providers.base import (
     parse_object,
     split_text,
     text_content,
-    token_count,
     valid_counts,
 )
 from kallm.providers.openai import BodyFunctions, OpenAIEndpoint
@@ -324,20 +323,15 @@ class StreamRecorder(EventRecorder):
 
 
 def usage(request: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
-    """The answer's input and output counts; estimated when it has none, or counts that
-    are not counts."""
-    counts = response.get("usage")
-    if isinstance(counts, dict):
-        prompt = token_count(counts.get("input_tokens"))
-        completion = token_count(counts.get("output_tokens"))
-        if prompt is not None and completion is not None:
-            return {"prompt_tokens": prompt, "completion_tokens": completion}
-    asked = [request.get("instructions") or "", request.get("input") or ""]
-    return {
-        "prompt_tokens": estimate_tokens(asked),
-        "completion_tokens": estimate_tokens(response.get("output") or []),
-        "estimated": True,
-    }
+    """The answer's input and output counts (see `counted_usage`)."""
+    return counted_usage(
+        response.get("usage"),
+        ["input_tokens"],
+        ["output_tokens"],
+        {"input_tokens", "output_tokens"},
+        [request.get("instructions") or "", request.get("input") or ""],
+        [response.get("output") or []],
+    )
 
 
 class OpenAIResponses(OpenAIEndpoint):
