@@ -116,6 +116,10 @@ class Admitted:
 
 @dataclass(frozen=True)
 class Admission:
+    """The first step of every cached API: `gate`, then the body within `max_body_size`,
+    then the namespace's policy (from `policies`) and the request's rules, whose defaults
+    are `decision`'s thresholds and `default_ttl`, bounded by `max_ttl`."""
+
     gate: Gate
     policies: PolicyBook
     decision: Decision
