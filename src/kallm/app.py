@@ -33,6 +33,7 @@ from kallm.proxy.admission import Admission, Gate
 from kallm.proxy.auth import ClientKeys
 from kallm.proxy.cached import CacheProxy, Core
 from kallm.proxy.embeddings import EmbeddingsProxy
+from kallm.proxy.flights import Flights
 from kallm.proxy.passthrough import Passthrough
 from kallm.settings import Settings, redact_url
 from kallm.storage import Store
@@ -125,7 +126,7 @@ class Service:
             )  # fmt: skip
             core = Core(
                 settings, admission, store, embedder, matcher, client, parts.metrics,
-                self.prices, parts.policies, parts.clock,
+                self.prices, parts.policies, parts.clock, Flights(settings.coalesce_timeout),
             )  # fmt: skip
             proxies = {p.route: CacheProxy(p, targets[p.vendor], core) for p in parts.providers}
             admin = None

@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     kube_api_url: Annotated[str | None, _env("KALLM_KUBE_API_URL")] = None
     namespace_from_pod_ip: Annotated[bool, _env("KALLM_NAMESPACE_FROM_POD_IP")] = False
     pod_name: Annotated[str | None, _env("POD_NAME")] = None
-    shutdown_delay: Annotated[float, _env("KALLM_SHUTDOWN_DELAY"), Field(ge=0)] = 0.0
+    shutdown_delay: Annotated[float, _env("KALLM_SHUTDOWN_DELAY"), Field(ge=0)] = 60.0
     shutdown_grace: Annotated[float, _env("KALLM_SHUTDOWN_GRACE"), Field(ge=0)] = 25.0
     admin_token: Annotated[SecretStr | None, _env("KALLM_ADMIN_TOKEN")] = None
     # Who may call kallm (README, "Security"): `tenant:key` pairs, and/or a JSON file of them.
@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     # The longest X-Kallm-TTL or warmed TTL honoured (None: KALLM_CACHE_TTL).
     max_ttl: Annotated[float | None, _env("KALLM_MAX_TTL")] = None
     max_answer_size: Annotated[int, _env("KALLM_MAX_ANSWER_SIZE"), Field(ge=1)] = 2 * 1024 * 1024
+    # Identical misses wait this long for the first one's answer (0: each goes upstream).
+    coalesce_timeout: Annotated[float, _env("KALLM_COALESCE_TIMEOUT"), Field(ge=0)] = 60.0
     max_header_size: Annotated[int, _env("KALLM_MAX_HEADER_SIZE"), Field(ge=1024)] = 64 * 1024
     header_timeout: Annotated[float, _env("KALLM_HEADER_TIMEOUT")] = 10.0
     keepalive_timeout: Annotated[float, _env("KALLM_KEEPALIVE_TIMEOUT")] = 15.0

@@ -50,6 +50,8 @@ SETTING_HELP = {
     "(default: the cache TTL)",
     "max_answer_size": "largest answer in bytes kallm caches; larger ones are relayed "
     "(default 2097152)",
+    "coalesce_timeout": "seconds identical misses wait for the first one's answer instead of "
+    "calling upstream too; 0 turns this off (60)",
 }
 
 

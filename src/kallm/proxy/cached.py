@@ -33,6 +33,8 @@ from kallm.providers.base import Call, InvalidRequest, Parsed, Provider, Upstrea
 from kallm.proxy import bookkeeping
 from kallm.proxy.admission import Admission
 from kallm.proxy.auth import Refused
+from kallm.proxy.directives import RequestPolicy
+from kallm.proxy.flights import Flights
 from kallm.settings import Settings
 from kallm.sse import SSEParser
 from kallm.storage.base import Cache, Entry, Meta, Vector
@@ -51,6 +53,7 @@ class Lookup:
     nearest: Candidate | None = None
     vector: Vector | None = None
     exact: bool = False
+    failed: bool = False  # the store did not answer
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class Core:
     prices: PriceTable
     policies: PolicyBook
     clock: Callable[[], float]  # time.time, or a test's
+    flights: Flights
 
     def cache_failed(self, component: str) -> None:
         """Count and log a cache failure the request survives. Called inside `except`: one
@@ -94,7 +98,7 @@ class CacheProxy:
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
-        core, provider = self._core, self._provider
+        core = self._core
         try:
             admitted = await core.admission.admit(
                 request, self.route, not self.forwards_credentials
@@ -112,7 +116,6 @@ class CacheProxy:
             return self._refuse(started, refused)
         namespace = admitted.namespace
 
-        key = looked_in[0]
         found = Lookup()
         if rules.lookup:
             found = await self._lookup(looked_in, rules.threshold, admitted.min_probability)
@@ -122,16 +125,52 @@ class CacheProxy:
                 return replayed
             found = Lookup(vector=found.vector)  # a broken entry: answer from upstream
 
+        # An identical request already upstream: wait for its answer to be stored.
+        flight = looked_in[0].exact if rules.lookup and rules.store else None
+        if flight is not None and (landed := core.flights.join(flight)) is not None:
+            flight = None  # this request does not lead
+            await core.flights.wait(landed)
+            coalesced = await self._exact(looked_in)
+            if coalesced.hit is not None and (
+                replayed := await self._replay(parsed, coalesced, started)
+            ):
+                return replayed
+        try:
+            response, relaying = await self._forward(
+                call, parsed, looked_in[0], found, rules, started, namespace, flight
+            )
+        except BaseException:
+            if flight is not None:
+                core.flights.land(flight)
+            raise
+        if flight is not None and not relaying:
+            core.flights.land(flight)  # a relayed stream lands when it ends
+        return response
+
+    async def _forward(
+        self,
+        call: Call,
+        parsed: Parsed,
+        key: keys.CacheKey,
+        found: Lookup,
+        rules: RequestPolicy,
+        started: float,
+        namespace: str,
+        flight: str | None,
+    ) -> tuple[Response, bool]:
+        """Upstream's answer, relayed and (when whole and wanted) stored; and whether it is
+        being relayed as a stream, which lands `flight` itself when it ends."""
+        core, provider = self._core, self._provider
         outcome = Outcome.MISS if rules.lookup else Outcome.BYPASS
         try:
             outgoing = provider.upstream_request(core.client, call, self._target, parsed)
         except (upstream.UnsafePath, httpx.InvalidURL) as error:
             message = f"Not a URL kallm can send: {error}"
-            return self._refuse(started, Refused(400, message, "invalid_request_error"))
+            return self._refuse(started, Refused(400, message, "invalid_request_error")), False
         try:
             sent = await upstream.send(core.client, outgoing)
         except upstream.UpstreamFailure as failure:
-            return self._no_answer(started, failure.status, str(failure), outcome, namespace)
+            return self._no_answer(started, failure.status, str(failure), outcome, namespace), False
 
         headers = upstream.response_headers(sent.headers, decoded=True)
         headers.update(_match_headers(outcome, found.nearest, accepted=False))
@@ -141,29 +180,25 @@ class CacheProxy:
         if rules.store and sent.status_code == 200:
             commit = functools.partial(self.store, parsed, key, found.vector, rules.ttl)
         if "text/event-stream" in sent.headers.get("content-type", ""):
-            return StreamingResponse(
-                self._relay(sent, commit, started, outcome, namespace),
-                sent.status_code,
-                headers=headers,
-            )
+            relay = self._relay(sent, commit, started, outcome, namespace, flight)
+            return StreamingResponse(relay, sent.status_code, headers=headers), True
         try:
             answer = await upstream.read_prefix(sent, core.settings.max_answer_size)
         except upstream.UpstreamFailure as failure:
-            return self._no_answer(started, failure.status, str(failure), outcome, namespace)
+            return self._no_answer(started, failure.status, str(failure), outcome, namespace), False
         similarity = found.nearest.similarity if found.nearest else None
         if not answer.whole:
             # Too large to cache: relayed as it comes, never held whole in memory.
             self._finish(outcome, sent.status_code, started, namespace, similarity)
-            return StreamingResponse(
-                upstream.relay_rest(answer, sent), sent.status_code, headers=headers
-            )
+            rest = upstream.relay_rest(answer, sent)
+            return StreamingResponse(rest, sent.status_code, headers=headers), False
         await sent.aclose()
         if commit is not None:
             whole = await offload(len(answer.head), provider.parse_answer, answer.head)
             if whole is not None:
                 await commit(whole)
         self._finish(outcome, sent.status_code, started, namespace, similarity)
-        return Response(answer.head, sent.status_code, headers=headers)
+        return Response(answer.head, sent.status_code, headers=headers), False
 
     def _understand(self, call: Call, namespaces: list[str]) -> tuple[Parsed, list[keys.CacheKey]]:
         """The parsed request and its key in each namespace it may be served from; raises
@@ -174,10 +209,9 @@ class CacheProxy:
             namespaces, self.route, parts.context, parts.final, parts.text
         )
 
-    async def _lookup(
-        self, looked_in: list[keys.CacheKey], threshold: float, min_probability: float
-    ) -> Lookup:
-        """Look in the caller's own namespace first, then in those it shares with."""
+    async def _exact(self, looked_in: list[keys.CacheKey]) -> Lookup:
+        """The exact repeat, in the caller's own namespace first, then in those it shares
+        with; `failed` when the store did not answer."""
         core = self._core
         now = core.clock()
         for key in looked_in:
@@ -185,10 +219,21 @@ class CacheProxy:
                 entry = await core.store.get_exact(key.namespace, key.exact, now)
             except Exception:
                 core.cache_failed("store")
-                return Lookup()
+                return Lookup(failed=True)
             if entry is not None:
                 exact = Candidate(entry, 1.0, None)
                 return Lookup(hit=exact, nearest=exact, exact=True)
+        return Lookup()
+
+    async def _lookup(
+        self, looked_in: list[keys.CacheKey], threshold: float, min_probability: float
+    ) -> Lookup:
+        """The exact repeat, else the semantic candidate to serve (see `_exact`)."""
+        core = self._core
+        found = await self._exact(looked_in)
+        if found.hit is not None or found.failed:
+            return found
+        now = core.clock()
         text = looked_in[0].text
         if text is None:
             return Lookup()
@@ -261,6 +306,7 @@ class CacheProxy:
         started: float,
         outcome: Outcome,
         namespace: str,
+        flight: str | None,
     ) -> AsyncIterator[bytes]:
         """Forward each piece of the upstream stream as it arrives, recording on the side.
         Recording stops, and nothing is stored, once the answer passes KALLM_MAX_ANSWER_SIZE
@@ -285,6 +331,8 @@ class CacheProxy:
             raise upstream.BrokenStream from error
         finally:
             await sent.aclose()
+            if flight is not None:
+                self._core.flights.land(flight)
         self._finish(outcome, sent.status_code, started, namespace)
 
     async def store(
