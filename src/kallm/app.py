@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, compile_path
+from threadpoolctl import threadpool_info
 
 from kallm.embedders import Embedder, LocalEmbedder, RemoteEmbedder
 from kallm.match.defaults import decide_defaults, load_verifier
@@ -146,6 +147,14 @@ class Service:
                 "verifier": verifier is not None,
                 "similarity_threshold": defaults.threshold,
                 "verifier_threshold": defaults.min_probability if verifier else None,
+                # `kallm serve` keeps BLAS to one thread (server/run.py).
+                "blas_threads": sorted(
+                    {
+                        pool["num_threads"]
+                        for pool in threadpool_info()
+                        if pool["user_api"] == "blas"
+                    }
+                ),
             }
             log.info("kallm ready", extra={"fields": fields})
             await _check_embedding_models(store, embedder.name, parts.clock())

@@ -35,6 +35,17 @@ def test_health_and_readiness(kallm):
     assert httpx.get(f"{kallm.root}/ready").status_code == 200
 
 
+def test_kallm_serve_searches_on_one_blas_thread(kallm):
+    """Beside the embedding threads, BLAS's own threads would slow every embedding down
+    (bench/threads_bench.py); the startup line says how many it runs."""
+    ready = next(
+        json.loads(line)
+        for line in kallm.process.log().splitlines()
+        if line.startswith("{") and json.loads(line).get("msg") == "kallm ready"
+    )
+    assert ready["blas_threads"] == [1]
+
+
 def test_the_least_recently_used_entry_is_evicted(make_caller, kallm_small, upstream):
     caller = make_caller(kallm_small)  # KALLM_MAX_CACHE_SIZE=3
     first, second, third, fourth = (

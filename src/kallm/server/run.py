@@ -20,6 +20,7 @@ import threading
 from types import FrameType
 
 import uvicorn
+from threadpoolctl import threadpool_limits
 
 from kallm import logs
 from kallm.app import Drain, Parts, create_app
@@ -79,6 +80,10 @@ def raise_open_files_limit(needed: int) -> None:
 
 def serve(settings: Settings) -> None:
     logs.configure(settings.log_json)
+    # The vector search runs beside two embedding threads on a machine of few cores: BLAS's
+    # own threads (one per core by default) spin against them and slow every embedding
+    # (bench/threads_bench.py: 132 embeddings/s beside a busy search, 191 with one thread).
+    threadpool_limits(limits=1, user_api="blas")
     raise_open_files_limit(open_files_needed(settings.max_connections))
     drain = Drain()
     limits = Limits(
