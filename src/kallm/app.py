@@ -21,6 +21,7 @@ from starlette.routing import Route, compile_path
 from threadpoolctl import threadpool_info
 
 from kallm.embedders import Embedder, LocalEmbedder, RemoteEmbedder
+from kallm.embedders.remembered import Remembered
 from kallm.match.defaults import decide_defaults, load_verifier
 from kallm.match.matcher import Matcher
 from kallm.metrics import Metrics
@@ -114,7 +115,9 @@ class Service:
         targets = upstreams(settings)
         client = upstream_client(settings, parts.transport)
         store = parts.store or await open_store(settings.backend, settings.max_cache_size)
-        embedder = parts.embedder or await _default_embedder(settings, client, targets["openai"])
+        embedder = Remembered(
+            parts.embedder or await _default_embedder(settings, client, targets["openai"])
+        )
         # Building the pair model's session takes a moment of CPU: off the event loop.
         verifier = await asyncio.to_thread(load_verifier, settings, embedder.name)
         defaults = decide_defaults(settings, verifier)
