@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     kube_api_url: Annotated[str | None, _env("KALLM_KUBE_API_URL")] = None
     namespace_from_pod_ip: Annotated[bool, _env("KALLM_NAMESPACE_FROM_POD_IP")] = False
     pod_name: Annotated[str | None, _env("POD_NAME")] = None
-    shutdown_delay: Annotated[float, _env("KALLM_SHUTDOWN_DELAY"), Field(ge=0)] = 60.0
+    shutdown_delay: Annotated[float, _env("KALLM_SHUTDOWN_DELAY"), Field(ge=0)] = 0.0
     shutdown_grace: Annotated[float, _env("KALLM_SHUTDOWN_GRACE"), Field(ge=0)] = 25.0
     admin_token: Annotated[SecretStr | None, _env("KALLM_ADMIN_TOKEN")] = None
     # Who may call kallm (README, "Security"): `tenant:key` pairs, and/or a JSON file of them.

@@ -86,3 +86,25 @@ def test_the_key_never_shows_in_reprs_or_errors(monkeypatch):
     monkeypatch.setenv("KALLM_HOST", "127.0.0.1")
     monkeypatch.setenv("OPENAI_API_KEY", "sk-very-secret")
     assert "sk-very-secret" not in repr(load_settings())
+
+
+def test_the_readme_states_every_numeric_default_as_it_is(monkeypatch):
+    """Each row of the README's settings table whose default is a plain number or duration
+    names the default kallm really has (a changed default must change the documentation)."""
+    import re
+    from pathlib import Path
+
+    from kallm.settings import ENV_NAMES, parse_duration
+
+    for name in ENV_NAMES.values():
+        monkeypatch.delenv(name, raising=False)
+    defaults = load_settings().model_dump()
+    field_of = {env: field for field, env in ENV_NAMES.items()}
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    checked = 0
+    row = r"^\| `(KALLM_[A-Z_]+)` \| `([0-9]+(?:\.[0-9]+)?[smh]?)` \|"
+    for env, shown in re.findall(row, readme, re.M):
+        value = defaults[field_of[env]]
+        assert float(value) == parse_duration(shown), f"{env}: README says {shown}, default {value}"
+        checked += 1
+    assert checked >= 10
