@@ -23,9 +23,9 @@ def test_search_is_exact_across_blocks_and_removals():
     index = VectorIndex()
     entries = [entry(i, v) for i, v in enumerate(vectors)]
     for e in entries:
-        index.add(e)
+        index.add(e.id, KEY, e.vector)
     for e in entries[::3]:  # removals move rows between blocks
-        index.remove(e)
+        index.remove(e.id, KEY)
     live = [e for i, e in enumerate(entries) if i % 3]
     for probe in rng.standard_normal((5, 16)).astype(np.float32):
         probe /= np.linalg.norm(probe)
@@ -38,6 +38,6 @@ def test_search_is_exact_across_blocks_and_removals():
 def test_an_emptied_partition_finds_nothing():
     index = VectorIndex()
     only = entry(0, np.ones(4, dtype=np.float32) / 2)
-    index.add(only)
-    index.remove(only)
+    index.add(only.id, KEY, only.vector)
+    index.remove(only.id, KEY)
     assert asyncio.run(index.nearest(KEY, only.vector, 1)) == []

@@ -7,7 +7,7 @@ import heapq
 from collections import OrderedDict
 
 from kallm.storage.base import Entry, EntryQuery, Hit, Search
-from kallm.storage.vectors import VectorIndex
+from kallm.storage.vectors import VectorIndex, index_key
 
 
 class MemoryStore:
@@ -39,7 +39,7 @@ class MemoryStore:
         self._entries[entry.id] = entry
         self._scopes.setdefault(entry.owner, OrderedDict())[entry.id] = None
         self._exact[(entry.namespace, entry.exact)] = entry.id
-        self._vectors.add(entry)
+        self._vectors.add(entry.id, index_key(entry), entry.vector)
         heapq.heappush(self._expiry, (entry.expires, entry.id))
         if len(self._expiry) > 2 * self._max_entries:
             # Evicted and replaced entries leave stale items behind; drop them.
@@ -113,4 +113,4 @@ class MemoryStore:
             del self._scopes[entry.owner]
         if self._exact.get((entry.namespace, entry.exact)) == entry_id:
             del self._exact[(entry.namespace, entry.exact)]
-        self._vectors.remove(entry)
+        self._vectors.remove(entry_id, index_key(entry))

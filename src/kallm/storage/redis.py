@@ -233,16 +233,6 @@ def _entry(fields: dict[bytes, bytes]) -> Entry:
     )
 
 
-def _stub(entry_id: str, key: Key, vector: Vector | None = None) -> Entry:
-    """What `VectorIndex` reads of an entry: its id, key and vector."""
-    namespace, partition, embedding_model = key
-    return Entry(
-        id=entry_id, namespace=namespace, partition=partition, exact="", text=None,
-        vector=vector, embedding_model=embedding_model, model="", response={}, created=0.0,
-        expires=0.0,
-    )  # fmt: skip
-
-
 def _str(value: object) -> str:
     """A reply item as text (replies come as bytes: the client does not decode them)."""
     if isinstance(value, bytes):
@@ -272,12 +262,12 @@ class _Index:
     def add(self, entry_id: str, key: Key, vector: Vector) -> None:
         if entry_id not in self.keys:  # events repeat what a replica already applied
             self.keys[entry_id] = key
-            self.vectors.add(_stub(entry_id, key, vector))
+            self.vectors.add(entry_id, key, vector)
 
     def remove(self, entry_id: str) -> None:
         key = self.keys.pop(entry_id, None)
         if key is not None:
-            self.vectors.remove(_stub(entry_id, key))
+            self.vectors.remove(entry_id, key)
 
 
 class RedisStore:

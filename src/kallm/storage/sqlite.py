@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from kallm.storage.base import Entry, EntryQuery, Hit, Meta, Search
-from kallm.storage.vectors import VectorIndex
+from kallm.storage.vectors import VectorIndex, index_key
 
 T = TypeVar("T")
 
@@ -93,10 +93,15 @@ class SqliteStore:
         """Open (or create) the database and load its vectors."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._open)
-        for entry in await self._run(lambda db: [_entry(r) for r in db.execute(
-            f"SELECT {_COLUMNS} FROM entries WHERE vector IS NOT NULL"
-        )]):  # fmt: skip
-            self._vectors.add(entry)
+        # Only what the index reads: decoding each row's answer and metadata cost most of
+        # the load.
+        rows = await self._run(lambda db: db.execute(
+            "SELECT id, namespace, partition, embedding_model, vector FROM entries "
+            "WHERE vector IS NOT NULL"
+        ).fetchall())  # fmt: skip
+        for row in rows:
+            key = (row["namespace"], row["partition"], row["embedding_model"])
+            self._vectors.add(row["id"], key, np.frombuffer(row["vector"], dtype=np.float32))
 
     def _open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -195,9 +200,9 @@ class SqliteStore:
 
         gone = await self._run(write)
         for old in gone:
-            self._vectors.remove(old)
+            self._vectors.remove(old.id, index_key(old))
         if all(old.id != entry.id for old in gone):  # a bound may evict the entry itself
-            self._vectors.add(entry)
+            self._vectors.add(entry.id, index_key(entry), entry.vector)
 
     async def record_hit(self, entry: Entry, now: float) -> None:
         entry.hits += 1
@@ -228,7 +233,7 @@ class SqliteStore:
 
         gone = await self._run(remove)
         for entry in gone:
-            self._vectors.remove(entry)
+            self._vectors.remove(entry.id, index_key(entry))
         return len(gone)
 
     async def entries(self, query: EntryQuery, now: float) -> list[Entry]:

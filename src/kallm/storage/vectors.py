@@ -18,6 +18,11 @@ Key = tuple[str, str, str]  # namespace, partition, embedding model
 FIRST_BLOCK = 8  # rows of a partition's first block
 
 
+def index_key(entry: Entry) -> Key:
+    """Where an entry's vector is searched: its namespace, partition and embedding model."""
+    return (entry.namespace, entry.partition, entry.embedding_model)
+
+
 class _PartitionIndex:
     """Vectors of one partition in blocks of rows; removal moves the last row in.
 
@@ -82,21 +87,19 @@ class VectorIndex:
         # keeps them from seeing a matrix halfway through a write.
         self._lock = threading.Lock()
 
-    def add(self, entry: Entry) -> None:
-        if entry.vector is None:
+    def add(self, entry_id: str, key: Key, vector: Vector | None) -> None:
+        if vector is None:
             return
-        key = (entry.namespace, entry.partition, entry.embedding_model)
         with self._lock:
             if key not in self._partitions:
-                self._partitions[key] = _PartitionIndex(len(entry.vector))
-            self._partitions[key].add(entry.id, entry.vector)
+                self._partitions[key] = _PartitionIndex(len(vector))
+            self._partitions[key].add(entry_id, vector)
 
-    def remove(self, entry: Entry) -> None:
-        key = (entry.namespace, entry.partition, entry.embedding_model)
+    def remove(self, entry_id: str, key: Key) -> None:
         with self._lock:
             index = self._partitions.get(key)
-            if index is not None and entry.id in index.rows:
-                index.remove(entry.id)
+            if index is not None and entry_id in index.rows:
+                index.remove(entry_id)
                 if not index.ids:
                     del self._partitions[key]
 
