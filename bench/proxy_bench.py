@@ -2,8 +2,9 @@
 
 Starts `kallm.simulator` (latency 0) and `kallm serve` as subprocesses on free ports, then
 measures exact-HIT and semantic-HIT latency, MISS overhead against calling the simulator
-directly, and exact-HIT throughput with concurrent keep-alive clients. Prints a table and
-writes JSON (default bench/results/latest.json).
+directly, exact-HIT throughput with concurrent keep-alive clients, and MISS throughput
+(unique prompts) against the simulator called directly at the same concurrency. Prints a
+table and writes JSON (default bench/results/latest.json).
 
     .venv/bin/python bench/proxy_bench.py [--requests N] [--duration S] [--concurrency C]
 """
@@ -250,27 +251,33 @@ def cpu_seconds(pid: int) -> float:
 
 
 async def throughput(
-    port: int, requests: list[bytes], concurrency: int, duration: float, kallm_pid: int
+    port: int,
+    request: Callable[[int], bytes],
+    concurrency: int,
+    duration: float,
+    kallm_pid: int,
+    ok: Callable[[Reply], bool] = lambda reply: exact_hit(reply),
 ) -> dict[str, Any]:
-    """Exact HITs from `concurrency` keep-alive connections for `duration` seconds."""
+    """Requests from `concurrency` keep-alive connections for `duration` seconds; the
+    `i`-th request is `request(i)`, and a reply not `ok` counts as a failure."""
     clients = [await Client.open(port) for _ in range(concurrency)]
     samples: list[float] = []
     failures = 0
+    sent = 0
 
-    async def worker(client: Client, offset: int, deadline: float) -> None:
-        nonlocal failures
-        i = offset
+    async def worker(client: Client, deadline: float) -> None:
+        nonlocal failures, sent
         while time.perf_counter() < deadline:
+            sent += 1
             started = time.perf_counter()
-            reply = await client.send(requests[i % len(requests)])
+            reply = await client.send(request(sent))
             samples.append(time.perf_counter() - started)
-            failures += not exact_hit(reply)
-            i += 1
+            failures += not ok(reply)
 
     async def burst(seconds: float) -> float:
         deadline = time.perf_counter() + seconds
         started = time.perf_counter()
-        await asyncio.gather(*(worker(c, n, deadline) for n, c in enumerate(clients)))
+        await asyncio.gather(*(worker(c, deadline) for c in clients))
         return time.perf_counter() - started
 
     await burst(min(1.0, duration / 5))  # warm up, then forget it
@@ -308,7 +315,42 @@ async def measure(args: argparse.Namespace, port: int, sim_port: int, pid: int) 
         "exact_hit": summary(exact_samples),
         "semantic_hit": summary(semantic_samples),
         "miss": await misses(port, sim_port, args.misses),
-        "throughput": await throughput(port, exact, args.concurrency, args.duration, pid),
+        "throughput": await throughput(
+            port, lambda i: exact[i % len(exact)], args.concurrency, args.duration, pid
+        ),
+        "miss_throughput": await miss_throughput(port, sim_port, args, pid),
+    }
+
+
+async def miss_throughput(
+    port: int, sim_port: int, args: argparse.Namespace, pid: int
+) -> dict[str, Any]:
+    """Unique prompts (each a MISS, stored) from `--concurrency` connections, through kallm
+    and then straight to the simulator, and kallm's rate as a share of direct."""
+
+    def prompt(i: int) -> str:
+        return f"{PAIRS[i % len(PAIRS)][0]} (load {i} {time.perf_counter_ns()})"
+
+    def fresh(reply: Reply) -> bool:
+        return reply.status == 200 and reply.cache == "MISS"
+
+    # As in `misses`: the whole lookup runs, and every candidate is rejected.
+    def asked(i: int) -> bytes:
+        return chat_request(port, prompt(i), "X-Kallm-Threshold: 1")
+
+    via = await throughput(port, asked, args.concurrency, args.duration, pid, fresh)
+    direct = await throughput(
+        sim_port,
+        lambda i: chat_request(sim_port, prompt(i)),
+        args.concurrency,
+        args.duration,
+        pid,
+        lambda reply: reply.status == 200,
+    )
+    return {
+        "kallm": via,
+        "direct": direct,
+        "ratio": via["requests_per_s"] / direct["requests_per_s"],
     }
 
 
@@ -372,7 +414,7 @@ async def run(args: argparse.Namespace, log: IO[bytes]) -> dict[str, Any]:
 
 
 def report(results: dict[str, Any]) -> list[str]:
-    miss, load = results["miss"], results["throughput"]
+    miss, load, misses = results["miss"], results["throughput"], results["miss_throughput"]
 
     def row(name: str, stats: dict[str, float], target: str = "", ok: bool | None = None) -> str:
         verdict = "" if ok is None else ("PASS" if ok else "FAIL")
@@ -393,6 +435,9 @@ def report(results: dict[str, Any]) -> list[str]:
         row(f"exact HIT under load (C={load['concurrency']})", load["latency"]),
         f"{'exact HIT throughput':<28}{rps:>9.0f} req/s    {'> 1000 req/s':<16}"
         + ("PASS" if rps > TARGETS["throughput"] and not load["failures"] else "FAIL"),
+        f"{'MISS throughput':<28}{misses['kallm']['requests_per_s']:>9.0f} req/s    "
+        f"(direct {misses['direct']['requests_per_s']:.0f} req/s, ratio {misses['ratio']:.3f}; "
+        f"{misses['kallm']['failures']} not MISS)",
         f"({results['pairs']} verified pairs; {load['requests']} load requests, "
         f"{load['failures']} not HIT; CPU during load: kallm {load['kallm_cpu_pct']:.0f}%, "
         f"client {load['client_cpu_pct']:.0f}%; MISS p99 is of paired differences)",
