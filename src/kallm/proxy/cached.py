@@ -34,7 +34,7 @@ from kallm.proxy import bookkeeping
 from kallm.proxy.admission import Admission
 from kallm.proxy.auth import Refused
 from kallm.proxy.directives import RequestPolicy
-from kallm.proxy.flights import Flights
+from kallm.proxy.flights import Flight, Flights
 from kallm.settings import Settings
 from kallm.sse import SSEParser
 from kallm.storage.base import Cache, Entry, Meta, Vector
@@ -126,10 +126,10 @@ class CacheProxy:
             found = Lookup(vector=found.vector)  # a broken entry: answer from upstream
 
         # An identical request already upstream: wait for its answer to be stored.
-        flight = looked_in[0].exact if rules.lookup and rules.store else None
-        if flight is not None and (landed := core.flights.join(flight)) is not None:
-            flight = None  # this request does not lead
-            await core.flights.wait(landed)
+        flight = core.flights.join(looked_in[0].exact) if rules.lookup and rules.store else None
+        if flight is not None and not flight.leads:
+            await core.flights.wait(flight)
+            flight = None  # goes upstream alone if the leader stored nothing
             coalesced = await self._exact(looked_in)
             if coalesced.hit is not None and (
                 replayed := await self._replay(parsed, coalesced, started)
@@ -156,7 +156,7 @@ class CacheProxy:
         rules: RequestPolicy,
         started: float,
         namespace: str,
-        flight: str | None,
+        flight: Flight | None,
     ) -> tuple[Response, bool]:
         """Upstream's answer, relayed and (when whole and wanted) stored; and whether it is
         being relayed as a stream, which lands `flight` itself when it ends."""
@@ -306,7 +306,7 @@ class CacheProxy:
         started: float,
         outcome: Outcome,
         namespace: str,
-        flight: str | None,
+        flight: Flight | None,
     ) -> AsyncIterator[bytes]:
         """Forward each piece of the upstream stream as it arrives, recording on the side.
         Recording stops, and nothing is stored, once the answer passes KALLM_MAX_ANSWER_SIZE

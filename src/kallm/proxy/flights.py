@@ -11,32 +11,46 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Flight:
+    """One request's part in the flight for `key`: it `leads` (and must land it), or waits
+    for `landed`."""
+
+    key: str
+    leads: bool
+    landed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class Flights:
     def __init__(self, timeout: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._timeout = timeout
         self._clock = clock
-        self._flying: dict[str, tuple[asyncio.Event, float]] = {}  # key: landed, deadline
+        self._flying: dict[str, tuple[Flight, float]] = {}  # key: its leader's, deadline
 
-    def join(self, key: str) -> asyncio.Event | None:
-        """None when the caller leads the flight for `key` (and must `land` it), or when
-        coalescing is off (timeout 0); else the event its leader sets on landing."""
+    def join(self, key: str) -> Flight | None:
+        """The caller's part in the flight for `key`; None when coalescing is off."""
         if self._timeout <= 0:
             return None
         now = self._clock()
         flying = self._flying.get(key)
         if flying is not None and flying[1] > now:
-            return flying[0]
-        self._flying[key] = (asyncio.Event(), now + self._timeout)
-        return None
+            return Flight(key, leads=False, landed=flying[0].landed)
+        leader = Flight(key, leads=True)
+        self._flying[key] = (leader, now + self._timeout)
+        return leader
 
-    def land(self, key: str) -> None:
-        flying = self._flying.pop(key, None)
-        if flying is not None:
-            flying[0].set()
+    def land(self, flight: Flight) -> None:
+        """The leader is done: its waiters look again. (A leader that outlived the timeout
+        lands only its own waiters, not those of the flight that replaced it.)"""
+        flying = self._flying.get(flight.key)
+        if flying is not None and flying[0] is flight:
+            del self._flying[flight.key]
+        flight.landed.set()
 
-    async def wait(self, landed: asyncio.Event) -> None:
+    async def wait(self, flight: Flight) -> None:
         """Until the leader lands, or the timeout (then the waiter goes on alone)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(landed.wait(), self._timeout)
+            await asyncio.wait_for(flight.landed.wait(), self._timeout)
