@@ -53,7 +53,8 @@ class LocalEmbedder:
         )
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kallm-embed")
         self._threads = threads
-        # Touched on the event loop only: texts waiting for a worker, and workers busy.
+        # Touched on the event loop only (one loop for the embedder's life): texts waiting for
+        # a worker, and workers busy.
         self._waiting: list[tuple[str, asyncio.Future[Vector | None]]] = []
         self._busy = 0
 
