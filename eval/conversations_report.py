@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from kallm.embedders import LocalEmbedder
+from kallm.match import decision
 from kallm.match.canonical import canonical, exact_form
 from kallm.match.conversation import Turn, same_history
 from kallm.match.defaults import load_verifier
@@ -42,8 +43,8 @@ SETS = sorted((HERE / "data" / "conversations").glob("*.jsonl"))
 TURN_LIMIT = 12
 
 
-class Decision:
-    """The single-turn decision on two texts, with its embeddings cached."""
+class Judge:
+    """The single-turn decision (match.decision.accept) on two texts, embeddings cached."""
 
     def __init__(self, embedder: LocalEmbedder, verifier: Verifier, t: float, p: float) -> None:
         self._embedder, self._verifier, self._t, self._p = embedder, verifier, t, p
@@ -59,9 +60,13 @@ class Decision:
         if exact_form(a) == exact_form(b):
             return True
         va, vb = await self._vector(a), await self._vector(b)
-        if va is None or vb is None or float(np.dot(va, vb)) < self._t:
+        if va is None or vb is None:
             return False
-        return await self._verifier.probability(a, b) >= self._p
+        similarity = float(np.dot(va, vb))
+        if not decision.accept(similarity, None, self._t, self._p):  # the gate, before the model
+            return False
+        probability = await self._verifier.probability(a, b)
+        return decision.accept(similarity, probability, self._t, self._p)
 
 
 def turns(messages: list[dict[str, Any]]) -> list[Turn]:
@@ -83,9 +88,7 @@ async def run() -> dict[str, Any]:
     verifier = load_verifier(settings, embedder.name)
     assert verifier is not None
     calibrated = verifier.calibration
-    decide = Decision(
-        embedder, verifier, calibrated.similarity_threshold, calibrated.min_probability
-    )
+    decide = Judge(embedder, verifier, calibrated.similarity_threshold, calibrated.min_probability)
     names = ("final prompt alone", "today", "designed")
     served: dict[str, list[tuple[dict[str, Any], bool]]] = {name: [] for name in names}
     for row in rows:

@@ -130,7 +130,7 @@ class Service:
             )  # fmt: skip
             core = Core(
                 settings, admission, store, embedder, matcher, client, parts.metrics,
-                self.prices, parts.policies, parts.clock, Flights(settings.coalesce_timeout),
+                self.prices, parts.clock, Flights(settings.coalesce_timeout),
             )  # fmt: skip
             proxies = {p.route: CacheProxy(p, targets[p.vendor], core) for p in parts.providers}
             admin = None

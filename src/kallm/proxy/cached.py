@@ -27,7 +27,6 @@ from kallm.embedders.base import Embedder
 from kallm.match import decision
 from kallm.match.matcher import Candidate, Matcher
 from kallm.metrics import Metrics, Outcome
-from kallm.policies import PolicyBook
 from kallm.pricing import PriceTable
 from kallm.providers.base import Call, InvalidRequest, Parsed, Provider, Upstream, check_value
 from kallm.proxy import bookkeeping
@@ -69,7 +68,6 @@ class Core:
     client: httpx.AsyncClient
     metrics: Metrics
     prices: PriceTable
-    policies: PolicyBook
     clock: Callable[[], float]  # time.time, or a test's
     flights: Flights
 
@@ -377,7 +375,7 @@ class CacheProxy:
             scope=scope,
         )
         try:
-            await core.store.put(entry, core.policies.get(scope).max_entries)
+            await core.store.put(entry, core.admission.policies.get(scope).max_entries)
         except Exception:
             core.cache_failed("store")
             return False
