@@ -1,10 +1,11 @@
 import pytest
 
-from kallm.match.features import NAMES, analyse, features
+from kallm.match.features import GUARDS, analyse, guards
 
 
-def named(a, b, cosine=0.9):
-    return dict(zip(NAMES, features(a, b, cosine), strict=True))
+def named(a, b):
+    fired = guards(a, b)
+    return {name: float(name in fired) for name in GUARDS}
 
 
 @pytest.mark.parametrize(
@@ -23,11 +24,6 @@ def named(a, b, cosine=0.9):
             "written_language_differs",
         ),
         ("What is the capital of France?", "Какая столица Франции?", "written_language_differs"),
-        (
-            "What is the capital of France?",
-            "What is the capital of Germany?",
-            "unmatched_both_sides",
-        ),
     ],
 )
 def test_near_misses_raise_their_signal(a, b, signal):
@@ -56,10 +52,9 @@ def test_paraphrases_raise_no_hard_signal(a, b):
         assert values[signal] == 0, signal
 
 
-def test_analysis_normalises_number_words_and_finds_entities():
+def test_analysis_normalises_number_words():
     text = analyse("Book two tickets from Paris to Rome for 2025")
     assert text.numbers == {"2", "2025"}
-    assert {"paris", "rome"} <= text.entities
     assert text.language == "en"
 
 
@@ -68,7 +63,6 @@ def test_analysis_normalises_number_words_and_finds_entities():
     [
         ("Who was Aristotle's teacher?", "Aristotle's teacher was who?", "exchanged"),
         ("Read document A5-0323/2000", "Read document A5-0323 / 2000", "numbers_differ"),
-        ("What is the capital of France?", "what is the capital of france", "entities_differ"),
     ],
 )
 def test_guards_stay_quiet_on_these_paraphrases(a, b, quiet):

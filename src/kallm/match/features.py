@@ -1,22 +1,18 @@
-"""Pair features for the verifier: what cosine similarity misses.
+"""Guards for the verifier: what cosine similarity misses, as yes/no verdicts.
 
-Sentence embeddings put "capital of France" next to "capital of Germany", "5 km" next to
-"50 km" and "USD to EUR" next to "EUR to USD". These features look at the words: content
-words one side has and the other lacks, numbers, negation, antonyms, direction, output format,
-language. All are generic (no list is drawn from an evaluation set), cheap (tens of
-microseconds) and pure.
+Sentence embeddings put "5 km" next to "50 km" and "USD to EUR" next to "EUR to USD". These
+checks look at the words: numbers, negation, antonyms, direction, output format, language.
+All are generic (no list is drawn from an evaluation set), cheap (tens of microseconds) and
+pure; calibration keeps those that add precision on held-out pairs (match/verifier.py).
 """
 
 from __future__ import annotations
 
-import math
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
-
-from kallm.packaged import load_json
 
 _TOKEN = re.compile(r"\d+(?:[.,:/]\d+)*|[^\W\d_]+(?:'[^\W\d_]+)?", re.UNICODE)
 # "A5-0323 / 2000" is "A5-0323/2000": spacing around a separator between digits.
@@ -202,17 +198,15 @@ _NUMBER_WORDS = {
 
 @dataclass(frozen=True)
 class Text:
-    """A prompt broken into what the features compare."""
+    """A prompt broken into what the guards compare."""
 
     tokens: tuple[str, ...]
-    content: tuple[str, ...]  # stems of content words, in order
     numbers: frozenset[str]
     negations: int
     formats: frozenset[str]
     languages: frozenset[str]  # language names mentioned ("in Spanish")
     language: str  # the language it is written in, or "" when unclear
     script: str  # the dominant non-Latin script, or "latin"
-    entities: frozenset[str]  # capitalised words past the first
 
 
 def _stem(word: str) -> str:
@@ -253,21 +247,12 @@ def analyse(text: str) -> Text:
             language = max(votes, key=lambda name: votes[name])
     return Text(
         tokens=tokens,
-        content=tuple(
-            _stem(t)
-            for t in tokens
-            if t not in STOPWORDS
-            and t not in NEGATIONS
-            and not t[0].isdigit()
-            and t not in _NUMBER_WORDS
-        ),
         numbers=frozenset(numbers),
         negations=sum(t in NEGATIONS or t.endswith("n't") for t in tokens),
         formats=frozenset(t for t in tokens if t in FORMAT_WORDS),
         languages=frozenset(t for t in tokens if t in LANGUAGE_NAMES),
         language=language,
         script=_script(text),
-        entities=frozenset(t.lower() for t in raw[1:] if t[:1].isupper() and not t.isupper()),
     )
 
 
@@ -336,40 +321,6 @@ def _is_exchange(x: list[str], y: list[str]) -> bool:
     return False
 
 
-@lru_cache(maxsize=1)
-def _document_frequencies() -> tuple[int, dict[str, int]]:
-    table = load_json("idf.json")
-    return int(table["documents"]), dict(table["df"])
-
-
-def rarity(word: str) -> float:
-    """Inverse document frequency scaled to 0..1: 1 for a word never seen in training."""
-    documents, frequencies = _document_frequencies()
-    return math.log(documents / frequencies.get(word, 1)) / math.log(documents)
-
-
-NAMES = (
-    "cosine",
-    "cosine_squared",
-    "content_jaccard",
-    "unmatched_share",
-    "unmatched_both_sides",
-    "numbers_differ",
-    "numbers_one_side",
-    "negation_differs",
-    "antonyms",
-    "exchanged",
-    "formats_differ",
-    "languages_differ",
-    "written_language_differs",
-    "entities_differ",
-    "length_ratio",
-    "rarest_unmatched",
-    "rare_unmatched_both_sides",
-    "rarity_weighted_overlap",
-)
-
-
 def _written_language_differs(a: Text, b: Text) -> bool:
     return (a.script != b.script) or (
         bool(a.language) and bool(b.language) and a.language != b.language
@@ -395,35 +346,6 @@ def guards(a_text: str, b_text: str, names: Iterable[str] = GUARDS) -> frozenset
     other features (the verifier asks for the few that calibration kept)."""
     a, b = analyse(a_text), analyse(b_text)
     return frozenset(name for name in names if _GUARD_CHECKS[name](a, b))
-
-
-def features(a_text: str, b_text: str, cosine: float) -> list[float]:
-    """Every feature for a cached prompt `a_text` and a new prompt `b_text`, in NAMES order."""
-    a, b = analyse(a_text), analyse(b_text)
-    set_a, set_b = set(a.content), set(b.content)
-    union = set_a | set_b
-    only_a, only_b = set_a - set_b, set_b - set_a
-    rare_a = [rarity(w) for w in only_a]
-    rare_b = [rarity(w) for w in only_b]
-    weights = {w: rarity(w) for w in union}
-    total = sum(weights.values())
-    fired = {name: float(check(a, b)) for name, check in _GUARD_CHECKS.items()}
-    return [
-        cosine,
-        cosine * cosine,
-        len(set_a & set_b) / len(union) if union else 1.0,
-        len(only_a | only_b) / len(union) if union else 0.0,
-        float(bool(only_a) and bool(only_b)),
-        *(fired[name] for name in GUARDS),
-        # "France" / "france" is the same entity: only a name the other side lacks counts.
-        float(bool((a.entities - set(b.tokens)) | (b.entities - set(a.tokens)))),
-        min(len(a.tokens), len(b.tokens)) / max(1, len(a.tokens), len(b.tokens)),
-        # A paraphrase rewords with common words; a near-miss swaps a rare one (a name, a
-        # unit, a product) for another.
-        max(rare_a + rare_b, default=0.0),
-        min(max(rare_a, default=0.0), max(rare_b, default=0.0)),
-        sum(weights[w] for w in set_a & set_b) / total if total else 1.0,
-    ]
 
 
 _ANTONYM_ROOTS = frozenset((_root(x), _root(y)) for x, y in ANTONYMS)
