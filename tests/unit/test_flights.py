@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+from inprocess import Clock
+
 from kallm.proxy.flights import Flights
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_the_first_leads_and_the_others_wait_until_it_lands():
     async def run() -> None:
-        flights = Flights(60, Clock())
+        flights = Flights(60, Clock(0.0))
         leader, waiter = flights.join("k"), flights.join("k")
         assert leader is not None and leader.leads
         assert waiter is not None and not waiter.leads
@@ -37,7 +31,7 @@ def test_the_first_leads_and_the_others_wait_until_it_lands():
 
 def test_a_flight_that_never_lands_is_gone_after_the_timeout():
     async def run() -> None:
-        clock = Clock()
+        clock = Clock(0.0)
         flights = Flights(60, clock)
         stale = flights.join("k")
         clock.now = 59.0
