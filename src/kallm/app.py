@@ -222,7 +222,11 @@ class Service:
             store_ok = await asyncio.wait_for(self.running.store.ping(), 2.0)
         except Exception:
             store_ok = False
-        return JSONResponse({"ready": True, "store": "ok" if store_ok else "degraded"})
+        # Nor does a store still loading its vectors: exact hits are served meanwhile.
+        index = "loading" if self.running.store.loading() else "ready"
+        return JSONResponse(
+            {"ready": True, "store": "ok" if store_ok else "degraded", "index": index}
+        )
 
     async def stats(self, request: Request) -> Response:
         entries = await self._entries()

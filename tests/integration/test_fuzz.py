@@ -183,7 +183,12 @@ class Target:
         self.client = httpx.Client(
             base_url=kallm.root, timeout=60, limits=httpx.Limits(max_keepalive_connections=0)
         )
-        self.upstream = httpx.Client(base_url=simulator.root, timeout=30)
+        # The simulator's too: its server closes a connection idle for 5 s, and a loaded
+        # machine can pause that long between examples, so a kept connection could be reset
+        # just as it is reused (the flaky "Connection reset by peer" seen under 4 workers).
+        self.upstream = httpx.Client(
+            base_url=simulator.root, timeout=30, limits=httpx.Limits(max_keepalive_connections=0)
+        )
 
     def close(self) -> None:
         self.client.close()

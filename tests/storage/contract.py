@@ -154,8 +154,9 @@ class StoreContract:
                 await store.put(entry(i, vectors[i], age=200 - i))
             for i in range(100, 120):
                 hits = await store.search(Search("ns", "p", vectors[i], "m", 1, NOW))
+                # The memory store scores float16 copies: within 5e-4 of float32.
                 assert hits[0].entry.id == f"id{i}" and hits[0].similarity == pytest.approx(
-                    1.0, abs=1e-4
+                    1.0, abs=5e-4
                 )
             assert await store.count(NOW) == 40
 

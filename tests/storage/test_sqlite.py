@@ -7,10 +7,12 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 from contract import StoreContract, entry, vec
 
 from kallm.storage import EntryQuery
+from kallm.storage import sqlite as sqlite_store
 from kallm.storage.base import Search
 from kallm.storage.lazy import LazyStart
 from kallm.storage.sqlite import SqliteStore
@@ -41,6 +43,7 @@ def test_entries_survive_a_restart(tmp_path):
     async def second():
         store = SqliteStore(path, 10)
         await store.start()
+        await store.loaded()
         try:
             hits = await store.search(Search("ns", "p", vec(1, 0.05, 0), "m", 1, time.time()))
             assert [h.entry.id for h in hits] == ["id1"]
@@ -175,3 +178,41 @@ def test_lazy_start_passes_the_scope_limit_on(tmp_path):
             await store.close()
 
     asyncio.run(body())
+
+
+def test_vectors_load_after_start_and_removals_meanwhile_stay_out(tmp_path, monkeypatch):
+    # Small pages, so the load takes many steps and the test's writes land in between.
+    monkeypatch.setattr(sqlite_store, "_LOAD_PAGE", 10)
+    path = tmp_path / "kallm.db"
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((200, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    async def fill():
+        store = SqliteStore(path, 1000)
+        await store.start()
+        for i, vector in enumerate(vectors):
+            await store.put(entry(i, vector))
+        await store.close()
+
+    async def reopen():
+        store = SqliteStore(path, 1000)
+        await store.start()
+        try:
+            assert store.loading()
+            assert (await store.get_exact("ns", "exact150", time.time())).id == "id150"
+            assert await store.delete("id199")  # its page is not loaded yet
+            await store.put(entry(500, vec(1, 0, 0, 0, 0, 0, 0, 0)))
+            await store.loaded()
+            assert not store.loading()
+            assert len(store._vectors) == 200 - 1 + 1
+            found = await store.search(Search("ns", "p", vectors[199], "m", 3, time.time()))
+            assert "id199" not in [h.entry.id for h in found]
+            found = await store.search(Search("ns", "p", vectors[7], "m", 1, time.time()))
+            assert [h.entry.id for h in found] == ["id7"]
+            assert found[0].similarity == pytest.approx(1.0, abs=1e-6)  # float32, read back
+        finally:
+            await store.close()
+
+    asyncio.run(fill())
+    asyncio.run(reopen())

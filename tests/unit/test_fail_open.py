@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 
 from kallm.app import Parts, create_app
 from kallm.settings import load_settings
+from kallm.storage.memory import MemoryStore
 
 ANSWER = {
     "id": "chatcmpl-up",
@@ -31,6 +32,9 @@ class BrokenStore:
     search = put = record_hit = count = get_exact
 
     async def ping(self):
+        return False
+
+    def loading(self):
         return False
 
     async def close(self):
@@ -110,3 +114,24 @@ def test_entries_of_another_embedding_model_are_reported_at_start(caplog):
     ):
         pass
     assert any("text-embedding-3-small" in r.getMessage() for r in caplog.records)
+
+
+class LoadingStore(MemoryStore):
+    """A memory store that says it is still loading vectors until told otherwise."""
+
+    still_loading = True
+
+    def loading(self):
+        return self.still_loading
+
+
+def test_ready_reports_a_store_still_loading_its_vectors_and_serves_meanwhile():
+    calls = []
+    store = LoadingStore(100)
+    with client_for(Parts(store=store, embedder=Embedder()), calls) as client:
+        ready = client.get("/ready")
+        assert ready.status_code == 200 and ready.json()["index"] == "loading"
+        ask(client)
+        assert ask(client).headers["x-kallm-cache"] == "HIT"  # exact hits meanwhile
+        store.still_loading = False
+        assert client.get("/ready").json() == {"ready": True, "store": "ok", "index": "ready"}

@@ -86,11 +86,12 @@ class EntryQuery:
     offset: int = 0
     limit: int = 100
 
-    def matches(self, entry: Entry) -> bool:
+    def matches(self, namespace: str, model: str, text: str | None) -> bool:
+        """Whether an entry of this namespace, model and prompt text is among the matches."""
         return (
-            (self.namespace is None or entry.namespace == self.namespace)
-            and (self.model is None or entry.model == self.model)
-            and (self.text is None or self.text.lower() in (entry.text or "").lower())
+            (self.namespace is None or namespace == self.namespace)
+            and (self.model is None or model == self.model)
+            and (self.text is None or self.text.lower() in (text or "").lower())
         )
 
 
@@ -155,5 +156,9 @@ class Store(Cache, Protocol):
         ...
 
     async def ping(self) -> bool: ...
+
+    def loading(self) -> bool:
+        """Whether stored vectors are still loading: meanwhile a search sees only part."""
+        ...
 
     async def close(self) -> None: ...

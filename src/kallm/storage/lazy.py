@@ -66,6 +66,9 @@ class LazyStart:
     async def embedding_models(self, now: float) -> set[str]:
         return await (await self._ready()).embedding_models(now)
 
+    def loading(self) -> bool:
+        return self._started and self._store.loading()
+
     async def ping(self) -> bool:
         return await (await self._ready()).ping()
 

@@ -252,6 +252,9 @@ class PostgresStore:
         )
         return {str(row[0]) for row in await self._fetch(query, (now,))}
 
+    def loading(self) -> bool:
+        return False
+
     async def ping(self) -> bool:
         try:
             await self._fetch(sql.SQL("SELECT 1"), ())

@@ -61,7 +61,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from kallm.storage.base import Entry, EntryQuery, Hit, Meta, Search, Vector
-from kallm.storage.vectors import Key, VectorIndex
+from kallm.storage.vectors import Key, VectorIndex, hits
 
 log = logging.getLogger("kallm")
 
@@ -338,11 +338,7 @@ class RedisStore:
                 index.remove(entry_id)
             if not gone:
                 break
-        return [
-            Hit(e, score)
-            for entry_id, score in found
-            if (e := entries.get(entry_id)) is not None and e.expires > query.now
-        ]
+        return hits(found, entries, query)
 
     async def put(self, entry: Entry, scope_limit: int | None = None) -> None:
         vector = b"" if entry.vector is None else entry.vector.astype(np.float32).tobytes()
@@ -410,6 +406,9 @@ class RedisStore:
     async def embedding_models(self, now: float) -> set[str]:
         ids = await self._ids(expiring_after=now)
         return {model.decode() for (model,) in await self._hmget(ids, "embedding_model") if model}
+
+    def loading(self) -> bool:
+        return False
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())

@@ -10,6 +10,8 @@ sqlite3 connections belong to a thread, and the event loop never waits on the di
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import sqlite3
 from collections.abc import Callable
@@ -20,9 +22,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from kallm.storage.base import Entry, EntryQuery, Hit, Meta, Search
-from kallm.storage.vectors import VectorIndex, index_key
+from kallm.storage.vectors import Key, VectorIndex, hits, index_key
 
 T = TypeVar("T")
+_LOAD_PAGE = 1_000  # rows read, and added to the graph, at once while loading
 
 _TABLE = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -81,6 +84,16 @@ def _entry(row: sqlite3.Row) -> Entry:
     )  # fmt: skip
 
 
+def _vector_page(db: sqlite3.Connection, after: int) -> list[sqlite3.Row]:
+    """The next rows with a vector after rowid `after`, with only what the index reads:
+    decoding each row's answer and metadata cost most of a load."""
+    return db.execute(
+        "SELECT rowid, id, namespace, partition, embedding_model, vector FROM entries "
+        "WHERE vector IS NOT NULL AND rowid > ? ORDER BY rowid LIMIT ?",
+        (after, _LOAD_PAGE),
+    ).fetchall()
+
+
 class SqliteStore:
     def __init__(self, path: Path, max_entries: int) -> None:
         self._path = path
@@ -88,20 +101,43 @@ class SqliteStore:
         self._vectors = VectorIndex()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kallm-sqlite")
         self._db: sqlite3.Connection | None = None
+        self._loader: asyncio.Task[None] | None = None
+        self._removed: dict[str, Key] = {}  # ids removed while the vectors load
 
     async def start(self) -> None:
-        """Open (or create) the database and load its vectors."""
+        """Open (or create) the database, and begin loading its vectors: until they are in,
+        exact lookups work and a search sees those loaded so far (`loading`)."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._open)
-        # Only what the index reads: decoding each row's answer and metadata cost most of
-        # the load.
-        rows = await self._run(lambda db: db.execute(
-            "SELECT id, namespace, partition, embedding_model, vector FROM entries "
-            "WHERE vector IS NOT NULL"
-        ).fetchall())  # fmt: skip
-        for row in rows:
-            key = (row["namespace"], row["partition"], row["embedding_model"])
-            self._vectors.add(row["id"], key, np.frombuffer(row["vector"], dtype=np.float32))
+        self._loader = asyncio.create_task(self._load(), name="kallm-sqlite-vectors")
+
+    def loading(self) -> bool:
+        return self._loader is not None and not self._loader.done()
+
+    async def loaded(self) -> None:
+        """Wait until the vectors stored before `start` are in the index."""
+        if self._loader is not None:
+            await asyncio.shield(self._loader)
+
+    async def _load(self) -> None:
+        # In pages by rowid, the graph built from a worker thread on every core, so requests
+        # go on meanwhile. Rows written meanwhile are added by `put` (a page that reads one
+        # again skips it); rows removed meanwhile are taken out after their page.
+        after = 0
+        while rows := await self._run(functools.partial(_vector_page, after=after)):
+            after = rows[-1]["rowid"]
+            pages: dict[Key, list[sqlite3.Row]] = {}
+            for row in rows:
+                key = (row["namespace"], row["partition"], row["embedding_model"])
+                pages.setdefault(key, []).append(row)
+            for key, page in pages.items():
+                ids = [row["id"] for row in page]
+                vectors = np.frombuffer(b"".join(row["vector"] for row in page), np.float32)
+                matrix = vectors.reshape(len(ids), -1)
+                await asyncio.to_thread(self._vectors.add_many, key, ids, matrix, threads=0)
+            for entry_id in self._removed.keys() & {row["id"] for row in rows}:
+                self._vectors.remove(entry_id, self._removed[entry_id])
+        self._removed.clear()
 
     def _open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,11 +187,10 @@ class SqliteStore:
             f"SELECT {_COLUMNS} FROM entries WHERE id IN ({marks}) AND expires > ?",
             (*ids, query.now),
         ).fetchall())  # fmt: skip
-        live = {row["id"]: _entry(row) for row in rows}
-        return [Hit(live[i], score) for i, score in found if i in live]
+        return hits(found, {row["id"]: _entry(row) for row in rows}, query)
 
     async def put(self, entry: Entry, scope_limit: int | None = None) -> None:
-        def write(db: sqlite3.Connection) -> list[Entry]:
+        def write(db: sqlite3.Connection) -> None:
             db.execute("BEGIN IMMEDIATE")
             try:
                 gone = [_entry(r) for r in db.execute(
@@ -196,13 +231,19 @@ class SqliteStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            return gone
+            self._unindex(gone)
+            if all(old.id != entry.id for old in gone):  # a bound may evict the entry itself
+                self._vectors.add(entry.id, index_key(entry), entry.vector)
 
-        gone = await self._run(write)
+        await self._run(write)
+
+    def _unindex(self, gone: list[Entry]) -> None:
+        """Take removed entries out of the index. On the SQL thread, as every index write
+        but the load's: waiting there for the index lock never holds up the event loop."""
         for old in gone:
             self._vectors.remove(old.id, index_key(old))
-        if all(old.id != entry.id for old in gone):  # a bound may evict the entry itself
-            self._vectors.add(entry.id, index_key(entry), entry.vector)
+            if self.loading():
+                self._removed[old.id] = index_key(old)
 
     async def record_hit(self, entry: Entry, now: float) -> None:
         entry.hits += 1
@@ -227,14 +268,13 @@ class SqliteStore:
         return await self._delete("namespace = ?", (namespace,))
 
     async def _delete(self, where: str, args: tuple[Any, ...]) -> int:
-        def remove(db: sqlite3.Connection) -> list[Entry]:
+        def remove(db: sqlite3.Connection) -> int:
             rows = db.execute(f"DELETE FROM entries WHERE {where} RETURNING {_COLUMNS}", args)
-            return [_entry(r) for r in rows.fetchall()]
+            gone = [_entry(r) for r in rows.fetchall()]
+            self._unindex(gone)
+            return len(gone)
 
-        gone = await self._run(remove)
-        for entry in gone:
-            self._vectors.remove(entry.id, index_key(entry))
-        return len(gone)
+        return await self._run(remove)
 
     async def entries(self, query: EntryQuery, now: float) -> list[Entry]:
         rows = await self._run(lambda db: db.execute(
@@ -257,6 +297,10 @@ class SqliteStore:
         return bool(await self._run(lambda db: db.execute("SELECT 1").fetchone()[0]))
 
     async def close(self) -> None:
+        if self._loader is not None:
+            self._loader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loader
         if self._db is not None:
             await self._run(lambda db: db.close())
             self._db = None
