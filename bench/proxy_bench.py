@@ -360,10 +360,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def wait_ready(port: int, path: str, process: subprocess.Popen[bytes]) -> None:
+async def wait_ready(
+    port: int, path: str, process: subprocess.Popen[bytes], timeout: float = 60
+) -> None:
     """Poll until `path` answers 200; kallm loads its embedding model first."""
     request = f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\n\r\n".encode()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         try:
             client = await Client.open(port)

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from kallm.cli.evaluate import eval_command
+from kallm.storage import vectors
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "training"))
@@ -27,7 +28,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--shared", type=Path, default=HERE.parents[1] / "shared" / "data")
+    parser.add_argument(
+        "--graph",
+        action="store_true",
+        help="search every partition through the HNSW graph, however small (by default one "
+        "below storage.vectors.EXACT_BELOW rows is searched exhaustively)",
+    )
     args = parser.parse_args()
+    if args.graph:
+        vectors.EXACT_BELOW = 0
     data = args.out / "data"
     data.mkdir(parents=True, exist_ok=True)
     qqp_val = data / "qqp_val.jsonl"

@@ -30,6 +30,7 @@ class TestRedisStore(StoreContract):
         async def make(max_entries):
             store = RedisStore(redis_server.url, max_entries, prefix=fresh_prefix())
             await store.start()
+            await store.loaded()
             return store
 
         return make
@@ -62,6 +63,7 @@ async def replicas(url, prefix, n=2):
     stores = [RedisStore(url, 100, prefix=prefix) for _ in range(n)]
     for store in stores:
         await store.start()
+        await store.loaded()
     return stores
 
 
@@ -215,6 +217,7 @@ def test_start_fails_fast_without_a_server_and_can_be_retried(tmp_path):
         assert time.monotonic() - start < 1.0
         server.start()
         await store.start()  # as LazyStart does, once Redis answers
+        await store.loaded()
         try:
             await store.put(live(1, vec(1, 0, 0)))
             assert await ids(store) == {"id1"}
@@ -301,5 +304,28 @@ def test_an_entry_stored_before_scopes_reads_with_an_empty_scope(redis_server):
             assert found.scope == "" and found.owner == "ns"
         finally:
             await a.close()
+
+    asyncio.run(go())
+
+
+def test_a_replica_starts_at_once_and_loads_its_index_in_the_background(redis_server):
+    async def go():
+        prefix = fresh_prefix()
+        (a,) = await replicas(redis_server.url, prefix, 1)
+        b = RedisStore(redis_server.url, 100, prefix=prefix)
+        try:
+            for i in range(30):
+                await a.put(live(i, vec(1, i, 0), partition="p" if i % 2 else "q"))
+            await b.start()
+            assert b.loading()  # started before its index is built
+            assert (await b.get_exact("ns", "exact3", time.time())).id == "id3"
+            await b.loaded()
+            assert not b.loading() and len(b._index.keys) == 30
+            # Search stays in partition "p": the odd ids, all 15 of them.
+            found = await b.search(Search("ns", "p", vec(1, 29, 0), "m", 20, time.time()))
+            assert {h.entry.id for h in found} == {f"id{i}" for i in range(1, 30, 2)}
+        finally:
+            await a.close()
+            await b.close()
 
     asyncio.run(go())

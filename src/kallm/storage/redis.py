@@ -24,14 +24,14 @@ beyond `scope_limit` (when given), then those beyond `max_entries`. A clear is a
 per removed entry, never one "clear namespace" event: an entry another replica writes while
 the clear runs survives in Redis, and a blanket event would drop it from every index.
 
-Search is local: the nearest ids come from the replica's `VectorIndex` (numpy), then the
-candidate entries are read back from Redis, so deletion, eviction and expiry on any replica
-count at once; ids found missing leave the index. Reads also filter by `expires > now`.
+Search is local: the nearest ids come from the replica's `VectorIndex` (storage/vectors.py),
+then the candidate entries are read back from Redis, so deletion, eviction and expiry on any
+replica count at once; ids found missing leave the index. Reads also filter by `expires > now`.
 Listing (`entries`, `embedding_models`, `clear` of one namespace) reads a few fields of
 every entry in pipelined batches: linear, for the admin API and start-up, not for requests.
 
-A background task follows the stream with `XREAD BLOCK` from the stream id read just before
-the index was loaded, so nothing written during the load is missed; events apply idempotently
+A background task loads the index (so kallm serves while it loads, `loading`), then follows
+the stream with `XREAD BLOCK` from the stream id read just before the index was loaded, so nothing written during the load is missed; events apply idempotently
 (the replica's own writes come back to it). When Redis goes away the task retries with a
 backoff up to 1 s and, once Redis answers, reloads the whole index: events may have been
 missed, or the server may have come back empty. It reloads as well when it falls so far
@@ -259,6 +259,25 @@ class _Index:
         self.vectors = VectorIndex()
         self.keys: dict[str, Key] = {}
 
+    @classmethod
+    def built(cls, ids: Sequence[str], rows: Sequence[Sequence[bytes | None]]) -> _Index:
+        """An index of the entries with these ids and (namespace, partition, embedding
+        model, vector) rows."""
+        index = cls()
+        pages: dict[Key, tuple[list[str], list[bytes]]] = {}
+        for entry_id, (namespace, partition, model, vector) in zip(ids, rows, strict=True):
+            if namespace is None or partition is None or model is None or vector is None:
+                continue  # exact only, or expired since the id was listed
+            key = (namespace.decode(), partition.decode(), model.decode())
+            page = pages.setdefault(key, ([], []))
+            page[0].append(entry_id)
+            page[1].append(vector)
+            index.keys[entry_id] = key
+        for key, (entry_ids, vectors) in pages.items():
+            matrix = np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(len(entry_ids), -1)
+            index.vectors.add_many(key, entry_ids, matrix, threads=0)
+        return index
+
     def add(self, entry_id: str, key: Key, vector: Vector) -> None:
         if entry_id not in self.keys:  # events repeat what a replica already applied
             self.keys[entry_id] = key
@@ -306,18 +325,24 @@ class RedisStore:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = asyncio.Event()  # wakes the follower from its backoff at close
+        self._loaded = asyncio.Event()
 
     async def start(self) -> None:
-        """Connect, load the index and follow changes; raises when Redis does not answer,
-        and may then be called again (`LazyStart` retries it until Redis is back)."""
+        """Connect, then load the index and follow changes in the background (`loading`);
+        raises when Redis does not answer, and may then be called again (`LazyStart`
+        retries it until Redis is back)."""
         if self._task is not None:
             return
         try:
-            await self._load()
+            await self._redis.ping()
         except BaseException:
             await self._close_clients()  # drops the connections; the clients stay usable
             raise
         self._task = asyncio.create_task(self._follow(), name=f"kallm-redis-{self._prefix}")
+
+    async def loaded(self) -> None:
+        """Wait until the index has been loaded once."""
+        await self._loaded.wait()
 
     async def get_exact(self, namespace: str, exact: str, now: float) -> Entry | None:
         flat = await self._get_exact(args=[self._prefix, namespace, exact])
@@ -408,7 +433,7 @@ class RedisStore:
         return {model.decode() for (model,) in await self._hmget(ids, "embedding_model") if model}
 
     def loading(self) -> bool:
-        return False
+        return not self._loaded.is_set()
 
     async def ping(self) -> bool:
         return bool(await self._redis.ping())
@@ -478,24 +503,23 @@ class RedisStore:
         last = await self._redis.xrevrange(self._events, count=1)
         last_event = _str(last[0][0]) if last else "0-0"
         ids = await self._ids()
-        index = _Index()
         rows = await self._hmget(ids, "namespace", "partition", "embedding_model", "vector")
-        for entry_id, (namespace, partition, model, vector) in zip(ids, rows, strict=True):
-            if namespace is None or partition is None or model is None or vector is None:
-                continue  # exact only, or expired since the id was listed
-            key = (namespace.decode(), partition.decode(), model.decode())
-            index.add(entry_id, key, np.frombuffer(vector, dtype=np.float32))
-        # Swapped in whole: a search never sees an index half loaded.
-        self._index, self._last_event = index, last_event
+        # Built in a worker thread on every core (a million vectors take a minute or two),
+        # then swapped in whole: a search never sees an index half loaded.
+        self._index = await asyncio.to_thread(_Index.built, ids, rows)
+        self._last_event = last_event
+        self._loaded.set()
 
     async def _follow(self) -> None:
         """Apply the stream's events to the index, for as long as the store is open."""
-        stale, delay = False, _RETRY_MIN
+        stale, delay = not self._loaded.is_set(), _RETRY_MIN
         while not self._closing:
             try:
                 if stale:
+                    reload = self._loaded.is_set()
                     await self._load()
-                    log.info("redis store: reconnected, index reloaded")
+                    if reload:
+                        log.info("redis store: reconnected, index reloaded")
                     stale, delay = False, _RETRY_MIN
                 reply = await self._follower.xread(
                     {self._events: self._last_event}, count=_EVENTS_PER_READ, block=_BLOCK_MS
