@@ -31,8 +31,9 @@ Listing (`entries`, `embedding_models`, `clear` of one namespace) reads a few fi
 every entry in pipelined batches: linear, for the admin API and start-up, not for requests.
 
 A background task loads the index (so kallm serves while it loads, `loading`), then follows
-the stream with `XREAD BLOCK` from the stream id read just before the index was loaded, so nothing written during the load is missed; events apply idempotently
-(the replica's own writes come back to it). When Redis goes away the task retries with a
+the stream with `XREAD BLOCK` from the stream id read just before the index was loaded, so
+nothing written during the load is missed; events apply idempotently (the replica's own
+writes come back to it). When Redis goes away the task retries with a
 backoff up to 1 s and, once Redis answers, reloads the whole index: events may have been
 missed, or the server may have come back empty. It reloads as well when it falls so far
 behind that the stream has been trimmed past its position.
