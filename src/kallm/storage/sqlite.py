@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import sqlite3
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -84,13 +85,13 @@ def _entry(row: sqlite3.Row) -> Entry:
     )  # fmt: skip
 
 
-def _vector_page(db: sqlite3.Connection, after: int) -> list[sqlite3.Row]:
-    """The next rows with a vector after rowid `after`, with only what the index reads:
-    decoding each row's answer and metadata cost most of a load."""
+def _vector_page(db: sqlite3.Connection, after: int, until: int) -> list[sqlite3.Row]:
+    """The next rows with a vector after rowid `after`, up to `until`, with only what the
+    index reads: decoding each row's answer and metadata cost most of a load."""
     return db.execute(
         "SELECT rowid, id, namespace, partition, embedding_model, vector FROM entries "
-        "WHERE vector IS NOT NULL AND rowid > ? ORDER BY rowid LIMIT ?",
-        (after, _LOAD_PAGE),
+        "WHERE vector IS NOT NULL AND rowid > ? AND rowid <= ? ORDER BY rowid LIMIT ?",
+        (after, until, _LOAD_PAGE),
     ).fetchall()
 
 
@@ -103,13 +104,18 @@ class SqliteStore:
         self._db: sqlite3.Connection | None = None
         self._loader: asyncio.Task[None] | None = None
         self._removed: dict[str, Key] = {}  # ids removed while the vectors load
+        # The index as the last close left it, beside the database.
+        self._saved = path.with_name(path.name + ".index")
 
     async def start(self) -> None:
         """Open (or create) the database, and begin loading its vectors: until they are in,
         exact lookups work and a search sees those loaded so far (`loading`)."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._thread, self._open)
-        self._loader = asyncio.create_task(self._load(), name="kallm-sqlite-vectors")
+        saved = await self._run(self._take_saved)
+        self._loader = asyncio.create_task(
+            self._load_saved() if saved else self._load(), name="kallm-sqlite-vectors"
+        )
 
     def loading(self) -> bool:
         return self._loader is not None and not self._loader.done()
@@ -119,12 +125,50 @@ class SqliteStore:
         if self._loader is not None:
             await asyncio.shield(self._loader)
 
+    def _take_saved(self, db: sqlite3.Connection) -> bool:
+        """Whether the saved index is the one the last close wrote for this database, as it
+        still is; it is good for this start only (the token is taken)."""
+        row = db.execute("DELETE FROM saved_index RETURNING token").fetchone()
+        token = self._saved / "token"
+        return row is not None and token.exists() and token.read_text() == row[0]
+
+    async def _load_saved(self) -> None:
+        saved = await asyncio.to_thread(VectorIndex.load, self._saved)
+        await self._run(lambda _: self._adopt(saved))
+
+    def _adopt(self, saved: VectorIndex) -> None:
+        """Swap in the saved index with what was written while it loaded. On the SQL thread,
+        where every other index write runs, so none comes in between."""
+        saved.absorb(self._vectors)
+        for entry_id, key in self._removed.items():
+            saved.remove(entry_id, key)
+        self._vectors = saved
+        self._removed.clear()
+
+    async def _save(self) -> None:
+        """Save the index for the next start, then mark the database as matching it. A crash
+        before the mark leaves none, so the next start rebuilds from the rows."""
+        token = uuid.uuid4().hex
+
+        def save(db: sqlite3.Connection) -> None:
+            self._vectors.save(self._saved)
+            (self._saved / "token").write_text(token)
+            db.execute("DELETE FROM saved_index")  # the last to close wrote the files
+            db.execute("INSERT INTO saved_index (token) VALUES (?)", (token,))
+
+        await self._run(save)
+
     async def _load(self) -> None:
         # In pages by rowid, the graph built from a worker thread on every core, so requests
         # go on meanwhile. Rows written meanwhile are added by `put` (a page that reads one
         # again skips it); rows removed meanwhile are taken out after their page.
         after = 0
-        while rows := await self._run(functools.partial(_vector_page, after=after)):
+        until = await self._run(
+            lambda db: db.execute("SELECT MAX(rowid) FROM entries").fetchone()[0]
+        )
+        while rows := await self._run(
+            functools.partial(_vector_page, after=after, until=until or 0)
+        ):
             after = rows[-1]["rowid"]
             pages: dict[Key, list[sqlite3.Row]] = {}
             for row in rows:
@@ -160,6 +204,7 @@ class SqliteStore:
             db.execute("ROLLBACK")
             raise
         db.executescript(_INDEXES)
+        db.execute("CREATE TABLE IF NOT EXISTS saved_index (token TEXT NOT NULL)")
         self._db = db
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -301,6 +346,9 @@ class SqliteStore:
             self._loader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._loader
+            whole = not self._loader.cancelled() and self._loader.exception() is None
+            if whole and self._db is not None:
+                await self._save()  # a whole index: a partly loaded one is not saved
         if self._db is not None:
             await self._run(lambda db: db.close())
             self._db = None

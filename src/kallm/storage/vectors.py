@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import json
+import shutil
 import threading
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -58,10 +61,10 @@ class _Copies:
     as all the others, never by copying them (a copy of a 100,000-row matrix stalled the
     event loop for 150 ms)."""
 
-    def __init__(self, dimensions: int) -> None:
-        self.blocks = [np.empty((FIRST_BLOCK, dimensions), dtype=np.float16)]
+    def __init__(self, first: npt.NDArray[np.float16]) -> None:
+        self.blocks = [first]
         self.starts = [0]  # the first row of each block
-        self.capacity = FIRST_BLOCK
+        self.capacity = len(first)
 
     def _at(self, row: int) -> tuple[npt.NDArray[np.float16], int]:
         block = bisect.bisect_right(self.starts, row) - 1
@@ -82,6 +85,10 @@ class _Copies:
             found[i] = block[offset]
         return found
 
+    def first(self, count: int) -> npt.NDArray[np.float16]:
+        """Rows 0 to `count` as one array."""
+        return np.concatenate(self.blocks)[:count]
+
 
 class _PartitionIndex:
     """The vectors of one partition. The graph knows rows by number: `ids` maps a row back to
@@ -97,10 +104,26 @@ class _PartitionIndex:
             expansion_add=EXPANSION_ADD,
             expansion_search=EXPANSION_SEARCH,
         )
-        self.copies = _Copies(dimensions)
+        self.copies = _Copies(np.empty((FIRST_BLOCK, dimensions), dtype=np.float16))
         self.ids: list[str | None] = []
         self.rows: dict[str, int] = {}
         self._free: list[int] = []
+
+    def save(self, folder: Path, name: str) -> None:
+        self.graph.save(str(folder / f"{name}.usearch"))
+        np.save(folder / f"{name}.npy", self.copies.first(len(self.ids)))
+        (folder / f"{name}.json").write_text(json.dumps(self.ids))
+
+    @classmethod
+    def load(cls, folder: Path, name: str) -> _PartitionIndex:
+        copies = np.load(folder / f"{name}.npy")
+        index = cls(copies.shape[1])
+        index.graph.load(str(folder / f"{name}.usearch"))
+        index.copies = _Copies(copies)
+        index.ids = json.loads((folder / f"{name}.json").read_text())
+        index.rows = {entry_id: row for row, entry_id in enumerate(index.ids) if entry_id}
+        index._free = [row for row, entry_id in enumerate(index.ids) if entry_id is None]
+        return index
 
     def add(self, entry_ids: Sequence[str], vectors: Vector, threads: int = 1) -> None:
         new = [i for i, entry_id in enumerate(entry_ids) if entry_id not in self.rows]
@@ -186,6 +209,31 @@ class VectorIndex:
         with self._lock:
             index = self._partitions.get(key)
             return None if index is None else index.vector(entry_id)
+
+    def save(self, folder: Path) -> None:
+        """Write the index to `folder` (emptied first), for `load` after a restart: reading
+        a million vectors back takes seconds, building their graph two minutes."""
+        with self._lock:
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True)
+            keys = list(self._partitions)
+            for number, key in enumerate(keys):
+                self._partitions[key].save(folder, str(number))
+            (folder / "partitions.json").write_text(json.dumps(keys))
+
+    @classmethod
+    def load(cls, folder: Path) -> VectorIndex:
+        index = cls()
+        keys = json.loads((folder / "partitions.json").read_text())
+        for number, key in enumerate(keys):
+            index._partitions[tuple(key)] = _PartitionIndex.load(folder, str(number))
+        return index
+
+    def absorb(self, other: VectorIndex) -> None:
+        """Add every vector of `other` (from its float16 copies)."""
+        for key, index in list(other._partitions.items()):
+            live = [(row, entry_id) for row, entry_id in enumerate(index.ids) if entry_id]
+            self.add_many(key, [i for _, i in live], index.copies.get([r for r, _ in live]))
 
     def __len__(self) -> int:
         return sum(len(index.rows) for index in self._partitions.values())
