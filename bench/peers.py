@@ -184,7 +184,11 @@ async def run(args: argparse.Namespace, bin_: Path, folder: Path, log: IO[bytes]
             config = litellm_config(folder, cache["type"], sim_port, cache)
             litellm = [str(bin_ / "litellm"), "--config", str(config), "--host", HOST]
             systems[name] = [*litellm, "--port", "{port}"]
-        env = {"OPENAI_BASE_URL": f"http://{HOST}:{sim_port}/v1", "OPENAI_API_KEY": "sk-bench"}
+        env = {
+            "OPENAI_BASE_URL": f"http://{HOST}:{sim_port}/v1",
+            "OPENAI_API_KEY": "sk-bench",
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # offline: its bundled price list
+        }
         for name, command in systems.items():
             port = free_port()
             process = started([part.replace("{port}", str(port)) for part in command], log, env)

@@ -1,5 +1,6 @@
 import asyncio
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -15,7 +16,7 @@ from kallm.storage import EntryQuery
 from kallm.storage import sqlite as sqlite_store
 from kallm.storage.base import Search
 from kallm.storage.lazy import LazyStart
-from kallm.storage.sqlite import SqliteStore
+from kallm.storage.sqlite import _COLUMNS, SqliteStore
 
 
 class TestSqliteStore(StoreContract):
@@ -180,12 +181,9 @@ def test_lazy_start_passes_the_scope_limit_on(tmp_path):
     asyncio.run(body())
 
 
-def test_vectors_load_after_start_and_removals_meanwhile_stay_out(tmp_path, monkeypatch):
-    # Small pages, so the load takes many steps and the test's writes land in between.
-    monkeypatch.setattr(sqlite_store, "_LOAD_PAGE", 10)
-    path = tmp_path / "kallm.db"
-    rng = np.random.default_rng(3)
-    vectors = rng.standard_normal((200, 8)).astype(np.float32)
+def filled(path, rows):
+    """Random unit vectors put into a SQLite store at `path`, closed cleanly."""
+    vectors = np.random.default_rng(3).standard_normal((rows, 8)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
 
     async def fill():
@@ -194,6 +192,17 @@ def test_vectors_load_after_start_and_removals_meanwhile_stay_out(tmp_path, monk
         for i, vector in enumerate(vectors):
             await store.put(entry(i, vector))
         await store.close()
+
+    asyncio.run(fill())
+    return vectors
+
+
+def test_vectors_load_after_start_and_removals_meanwhile_stay_out(tmp_path, monkeypatch):
+    # Small pages, so the load takes many steps and the test's writes land in between.
+    monkeypatch.setattr(sqlite_store, "_LOAD_PAGE", 10)
+    path = tmp_path / "kallm.db"
+    vectors = filled(path, 200)
+    shutil.rmtree(tmp_path / "kallm.db.index")  # as after a crash: built from the rows
 
     async def reopen():
         store = SqliteStore(path, 1000)
@@ -214,22 +223,13 @@ def test_vectors_load_after_start_and_removals_meanwhile_stay_out(tmp_path, monk
         finally:
             await store.close()
 
-    asyncio.run(fill())
     asyncio.run(reopen())
 
 
 def test_a_closed_store_saves_its_index_for_the_next_start_only(tmp_path):
     path = tmp_path / "kallm.db"
-    rng = np.random.default_rng(5)
-    vectors = rng.standard_normal((50, 8)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-
-    async def fill():
-        store = SqliteStore(path, 1000)
-        await store.start()
-        for i, vector in enumerate(vectors):
-            await store.put(entry(i, vector))
-        await store.close()
+    vectors = filled(path, 50)
+    assert (tmp_path / "kallm.db.index" / "token").exists()
 
     async def reopen_from_the_saved_index():
         store = SqliteStore(path, 1000)
@@ -258,6 +258,33 @@ def test_a_closed_store_saves_its_index_for_the_next_start_only(tmp_path):
         finally:
             await store.close()
 
-    asyncio.run(fill())
-    assert (tmp_path / "kallm.db.index" / "token").exists()
     asyncio.run(reopen_from_the_saved_index())
+
+
+def test_a_row_deleted_between_its_page_read_and_its_indexing_stays_out(tmp_path, monkeypatch):
+    """The window the load leaves open: a page is read, then indexed on another thread; a
+    delete in between finds nothing to take out of the index yet."""
+    path = tmp_path / "kallm.db"
+    filled(path, 30)
+    shutil.rmtree(tmp_path / "kallm.db.index")  # built from the rows
+    store = SqliteStore(path, 1000)
+    read = sqlite_store._vector_page
+
+    def page_then_delete(db, after, until):
+        rows = read(db, after, until)
+        if rows and rows[0]["id"] == "id0":  # as `delete("id5")` would, just after the read
+            (gone,) = db.execute(f"DELETE FROM entries WHERE id = 'id5' RETURNING {_COLUMNS}")
+            store._unindex([sqlite_store._entry(gone)])
+        return rows
+
+    monkeypatch.setattr(sqlite_store, "_vector_page", page_then_delete)
+
+    async def go():
+        await store.start()
+        try:
+            await store.loaded()
+            assert len(store._vectors) == 29
+        finally:
+            await store.close()
+
+    asyncio.run(go())
