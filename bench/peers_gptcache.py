@@ -6,7 +6,7 @@ is its documented similar-match setup (SQLite for answers, faiss for vectors, se
 distance evaluation) with the same MiniLM model kallm uses (from the same wheel), as its
 `embedding_func`. Prints one JSON object of latencies in seconds.
 
-    python bench/peers_gptcache.py --simulator URL --pairs PAIRS.json --misses N --repeats N
+    python bench/peers_gptcache.py --simulator URL --pairs PAIRS.json --unique PROMPTS.json
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--simulator", required=True)
     parser.add_argument("--pairs", type=Path, required=True)
-    parser.add_argument("--misses", type=int, default=200)
+    parser.add_argument("--unique", type=Path, required=True, help="prompts asked once each")
     parser.add_argument("--repeats", type=int, default=300)
     parser.add_argument("--threshold", type=float, default=0.8, help="GPTCache's similarity")
     args = parser.parse_args()
@@ -94,12 +94,16 @@ def main() -> None:
         upstream.post("/chat/completions", json=body).raise_for_status()
         return time.perf_counter() - started
 
-    for i in range(20):  # warm up the model, the client and both stores
-        ask(f"warm-up question {i} about an unrelated topic")
-    misses, directs = [], []
-    for i in range(args.misses):
-        misses.append(ask(f"unique question {i} {time.time_ns()} for the miss phase")[0])
-        directs.append(direct(f"unique direct question {i} {time.time_ns()}"))
+    unique: list[str] = json.loads(args.unique.read_text())
+    for prompt in unique[:20]:  # warm up the model, the client and both stores
+        ask(prompt)
+    misses, directs, wrong = [], [], 0
+    for i in range((len(unique) - 20) // 2):
+        prompt = unique[20 + 2 * i]
+        seconds, answer, _ = ask(prompt)
+        misses.append(seconds)
+        wrong += not answer.endswith(": " + prompt)  # the simulator's answer to another
+        directs.append(direct(unique[21 + 2 * i]))
     answers = {question: ask(question)[1] for question, _ in pairs}
     exact = [ask(pairs[i % len(pairs)][0]) for i in range(args.repeats)]
     similar = [ask(pairs[i % len(pairs)][1]) for i in range(args.repeats)]
@@ -113,6 +117,7 @@ def main() -> None:
             {
                 "miss": misses,
                 "direct": directs,
+                "wrong": wrong / len(misses),
                 "exact_hit": [s for s, _, hit in exact if hit],
                 "exact_served": sum(hit for _, _, hit in exact) / len(exact),
                 "semantic_hit": served,

@@ -160,10 +160,14 @@ class Service:
                 ),
             }
             log.info("kallm ready", extra={"fields": fields})
-            await _check_embedding_models(store, embedder.name, parts.clock())
+            # It reads every entry's model: on a store of a million, in the background.
+            check = asyncio.create_task(
+                _check_embedding_models(store, embedder.name, parts.clock())
+            )
             try:
                 yield
             finally:
+                check.cancel()
                 self._running = None
                 await client.aclose()
                 await embedder.close()
