@@ -76,3 +76,28 @@ def test_an_emptied_partition_finds_nothing():
     index.remove("0", KEY)
     assert asyncio.run(index.nearest(KEY, only, 1)) == []
     assert len(index) == 0
+
+
+def test_removed_rows_are_skipped_at_once_and_leave_the_graph_later(monkeypatch):
+    rng = np.random.default_rng(3)
+    near = units(rng, 1, 16)[0]
+    index = VectorIndex()
+    index.add("anchor", KEY, -near)  # keeps the partition when the rest is gone
+    for i in range(60):  # sixty copies of one vector, then one close to it
+        index.add(f"copy{i}", KEY, near)
+    index.add("other", KEY, units(rng, 1, 16)[0] * 0.2 + near)
+    (partition,) = index._partitions.values()
+    with monkeypatch.context() as patched:
+        patched.setattr(VectorIndex, "_purge", lambda self: None)  # no janitor: all stay dead
+        for i in range(60):
+            index.remove(f"copy{i}", KEY)
+        index.purged()
+        assert len(partition.dead) == 60 and len(partition.graph) == 62
+        # The graph's nearest rows are all dead: the search looks further.
+        assert [i for i, _ in asyncio.run(index.nearest(KEY, near, 1))] == ["other"]
+    index.remove("other", KEY)  # the janitor runs from here
+    index.purged()
+    assert partition.dead == [] and len(partition.graph) == 1
+    index.add("again", KEY, near)  # into a freed row
+    assert len(partition.ids) == 62
+    assert [i for i, _ in asyncio.run(index.nearest(KEY, near, 1))] == ["again"]

@@ -38,6 +38,7 @@ EXPANSION_ADD = 64  # candidates weighed when a node is linked in
 EXPANSION_SEARCH = 256  # candidates a search keeps: recall@1 against latency
 EXTRA = 16  # candidates beyond those asked for, re-scored, so int8 noise cannot drop the best
 FIRST_BLOCK = 1024  # rows of a partition's first block of float16 copies
+PURGE_BATCH = 4  # dead rows taken out of a graph under one hold of the lock
 
 
 def hits(found: list[tuple[str, float]], entries: Mapping[str, Entry], query: Search) -> list[Hit]:
@@ -92,8 +93,10 @@ class _Copies:
 
 class _PartitionIndex:
     """The vectors of one partition. The graph knows rows by number: `ids` maps a row back to
-    its entry id, and a removed row's number is handed to the next vector added, so the list
-    and the copies stay as long as the partition's peak, however many entries come and go."""
+    its entry id. A removed entry's row is dead at once (searches skip it) and leaves the
+    graph later (`purge`: a removal from the graph costs 1.6 ms at 300,000 rows, too long for
+    the event loop); its number then goes to the next vector added, so the list and the
+    copies stay as long as the partition's peak, however many entries come and go."""
 
     def __init__(self, dimensions: int) -> None:
         self.graph = Index(
@@ -107,9 +110,11 @@ class _PartitionIndex:
         self.copies = _Copies(np.empty((FIRST_BLOCK, dimensions), dtype=np.float16))
         self.ids: list[str | None] = []
         self.rows: dict[str, int] = {}
-        self._free: list[int] = []
+        self.dead: list[int] = []  # rows of removed entries, still in the graph
+        self._free: list[int] = []  # rows out of the graph, for the next vectors
 
     def save(self, folder: Path, name: str) -> None:
+        self.purge(len(self.dead), threads=0)  # then every row without an id is free
         self.graph.save(str(folder / f"{name}.usearch"))
         np.save(folder / f"{name}.npy", self.copies.first(len(self.ids)))
         (folder / f"{name}.json").write_text(json.dumps(self.ids))
@@ -145,18 +150,28 @@ class _PartitionIndex:
 
     def remove(self, entry_id: str) -> None:
         row = self.rows.pop(entry_id)
-        self.graph.remove(row)
         self.ids[row] = None
-        self._free.append(row)
+        self.dead.append(row)
+
+    def purge(self, most: int, threads: int = 1) -> None:
+        """Take up to `most` dead rows out of the graph."""
+        rows, self.dead = self.dead[:most], self.dead[most:]
+        if rows:
+            self.graph.remove(np.array(rows, dtype=np.uint64), threads=threads)
+            self._free.extend(rows)
 
     def nearest(self, vector: Vector, limit: int) -> list[tuple[str, float]]:
-        count = len(self.rows)
-        if count == 0:  # emptied by a removal since the search found this partition
+        if not self.rows:  # emptied by a removal since the search found this partition
             return []
-        found = self.graph.search(
-            vector, min(count, limit + EXTRA), exact=count < EXACT_BELOW, threads=1
-        )
-        rows = [int(row) for row in found.keys]
+        size, wanted = len(self.graph), limit + EXTRA  # the graph holds dead rows too
+        while True:
+            found = self.graph.search(
+                vector, min(size, wanted), exact=size < EXACT_BELOW, threads=1
+            )
+            rows = [int(row) for row in found.keys if self.ids[int(row)] is not None]
+            if len(rows) >= min(limit, len(self.rows)) or wanted >= size:
+                break
+            wanted *= 4  # dead rows took the places: look further
         # Rounding to float16 moves a score by up to 5e-4, so two unit vectors alike may
         # score just over 1: a similarity is never more.
         scores = np.minimum(self.copies.get(rows) @ vector.astype(np.float32), 1.0)
@@ -179,6 +194,7 @@ class VectorIndex:
         # Searches run in a worker thread so the event loop never waits on the graph; the
         # lock keeps them from seeing it halfway through a write (usearch may reallocate).
         self._lock = threading.Lock()
+        self._janitor: threading.Thread | None = None  # takes dead rows out of the graphs
 
     def add(self, entry_id: str, key: Key, vector: Vector | None) -> None:
         if vector is not None:
@@ -203,6 +219,27 @@ class VectorIndex:
                 index.remove(entry_id)
                 if not index.rows:
                     del self._partitions[key]
+                elif self._janitor is None or not self._janitor.is_alive():
+                    self._janitor = threading.Thread(
+                        target=self._purge, name="kallm-index-purge", daemon=True
+                    )
+                    self._janitor.start()
+
+    def _purge(self) -> None:
+        """Take dead rows out of the graphs, a few at a time, so a search waits on the lock
+        for a few milliseconds at most; then end (the next removal starts another)."""
+        while True:
+            with self._lock:
+                dead = next((i for i in self._partitions.values() if i.dead), None)
+                if dead is None:
+                    return
+                dead.purge(PURGE_BATCH)
+
+    def purged(self) -> None:
+        """Wait until the dead rows removed so far are out of the graphs (for tests)."""
+        janitor = self._janitor
+        if janitor is not None:
+            janitor.join()
 
     def vector(self, entry_id: str, key: Key) -> Vector | None:
         """The float16 copy of an entry's vector, as float32."""
