@@ -348,7 +348,8 @@ def report(results: dict[str, Any]) -> list[str]:
                 f"{figures['recall_at_1']:.3f}",
                 f"{figures['recall_at_1_close']:.3f} ({figures['close_queries']})",
                 f"{figures['max_score_error']:.1e}", f"{figures['memory_mb']:,.0f}",
-                f"{figures['churned_recall_at_1']:.3f} ({figures['churned_recall_at_1_close']:.3f})",
+                f"{figures['churned_recall_at_1']:.3f} "
+                f"({figures['churned_recall_at_1_close']:.3f})",
             ]  # fmt: skip
         if phase == "proxy":
             hit = figures["semantic_hit"]
