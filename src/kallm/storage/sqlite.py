@@ -5,7 +5,7 @@ consistent database: the last committed entries are there, a half-written one is
 Vectors are also kept in memory (`VectorIndex`), because searching a graph in memory is far
 faster than reading rows back. After `start` they load in the background: read back from
 the files a clean `close` saved beside the database (`<db>.index/`, seconds for a million),
-or, when there are none that match (a crash, another writer), built from the rows (two
+or, when there are none that match (after a crash), built from the rows (two
 minutes for a million). All SQL runs on one worker thread: sqlite3 connections belong to a
 thread, and the event loop never waits on the disk.
 """
