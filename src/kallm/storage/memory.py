@@ -16,8 +16,6 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
-
 from kallm.storage.base import Entry, EntryQuery, Hit, Meta, Search, Vector
 from kallm.storage.vectors import Key, VectorIndex, index_key
 
@@ -105,17 +103,14 @@ class MemoryStore:
         before it serves (an import, a benchmark): the index takes their vectors in one
         call on every core. Slow for its size and not safe beside requests: call it from
         a worker thread while nothing else uses the store."""
-        pending: dict[Key, tuple[list[str], list[Vector]]] = {}
+        entries = list(entries)
         for entry in entries:
             self._keep(entry)
-            if entry.vector is not None:
-                ids, vectors = pending.setdefault(index_key(entry), ([], []))
-                ids.append(entry.id)
-                vectors.append(entry.vector)
-        for key, (ids, vectors) in pending.items():
-            live = [(i, v) for i, v in zip(ids, vectors, strict=True) if i in self._entries]
-            if live:
-                self._vectors.add_many(key, [i for i, _ in live], np.stack([v for _, v in live]), 0)
+        self._vectors.add_all(
+            (index_key(e), e.id, e.vector)
+            for e in entries
+            if e.vector is not None and e.id in self._entries  # not replaced in the batch
+        )
         self._bound()
 
     def _keep(self, entry: Entry) -> None:

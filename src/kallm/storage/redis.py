@@ -265,18 +265,14 @@ class _Index:
         """An index of the entries with these ids and (namespace, partition, embedding
         model, vector) rows."""
         index = cls()
-        pages: dict[Key, tuple[list[str], list[bytes]]] = {}
+        items = []
         for entry_id, (namespace, partition, model, vector) in zip(ids, rows, strict=True):
             if namespace is None or partition is None or model is None or vector is None:
                 continue  # exact only, or expired since the id was listed
             key = (namespace.decode(), partition.decode(), model.decode())
-            page = pages.setdefault(key, ([], []))
-            page[0].append(entry_id)
-            page[1].append(vector)
             index.keys[entry_id] = key
-        for key, (entry_ids, vectors) in pages.items():
-            matrix = np.frombuffer(b"".join(vectors), dtype=np.float32).reshape(len(entry_ids), -1)
-            index.vectors.add_many(key, entry_ids, matrix, threads=0)
+            items.append((key, entry_id, np.frombuffer(vector, dtype=np.float32)))
+        index.vectors.add_all(items)
         return index
 
     def add(self, entry_id: str, key: Key, vector: Vector) -> None:

@@ -173,15 +173,12 @@ class SqliteStore:
             functools.partial(_vector_page, after=after, until=until or 0)
         ):
             after = rows[-1]["rowid"]
-            pages: dict[Key, list[sqlite3.Row]] = {}
-            for row in rows:
-                key = (row["namespace"], row["partition"], row["embedding_model"])
-                pages.setdefault(key, []).append(row)
-            for key, page in pages.items():
-                ids = [row["id"] for row in page]
-                vectors = np.frombuffer(b"".join(row["vector"] for row in page), np.float32)
-                matrix = vectors.reshape(len(ids), -1)
-                await asyncio.to_thread(self._vectors.add_many, key, ids, matrix, threads=0)
+            items = [
+                ((row["namespace"], row["partition"], row["embedding_model"]), row["id"],
+                 np.frombuffer(row["vector"], np.float32))
+                for row in rows
+            ]  # fmt: skip
+            await asyncio.to_thread(self._vectors.add_all, items)
             for entry_id in self._removed.keys() & {row["id"] for row in rows}:
                 self._vectors.remove(entry_id, self._removed[entry_id])
         self._removed.clear()

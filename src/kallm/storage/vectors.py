@@ -20,7 +20,7 @@ import bisect
 import json
 import shutil
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -168,24 +168,20 @@ class _PartitionIndex:
             found = self.graph.search(
                 vector, min(size, wanted), exact=size < EXACT_BELOW, threads=1
             )
-            rows = [int(row) for row in found.keys if self.ids[int(row)] is not None]
-            if len(rows) >= min(limit, len(self.rows)) or wanted >= size:
+            live = [(int(row), entry_id) for row in found.keys if (entry_id := self.ids[row])]
+            if len(live) >= min(limit, len(self.rows)) or wanted >= size:
                 break
             wanted *= 4  # dead rows took the places: look further
         # Rounding to float16 moves a score by up to 5e-4, so two unit vectors alike may
         # score just over 1: a similarity is never more.
-        scores = np.minimum(self.copies.get(rows) @ vector.astype(np.float32), 1.0)
+        scores = self.copies.get([row for row, _ in live]) @ vector.astype(np.float32)
+        scores = np.minimum(scores, 1.0)
         best = np.argsort(-scores, kind="stable")[:limit]
-        return [(self._id(rows[i]), float(scores[i])) for i in best]
+        return [(live[i][1], float(scores[i])) for i in best]
 
     def vector(self, entry_id: str) -> Vector | None:
         row = self.rows.get(entry_id)
         return None if row is None else self.copies.get([row])[0]
-
-    def _id(self, row: int) -> str:
-        entry_id = self.ids[row]
-        assert entry_id is not None, "the graph returned a removed row"
-        return entry_id
 
 
 class VectorIndex:
@@ -211,6 +207,17 @@ class VectorIndex:
             if key not in self._partitions:
                 self._partitions[key] = _PartitionIndex(vectors.shape[1])
             self._partitions[key].add(entry_ids, vectors, threads)
+
+    def add_all(self, items: Iterable[tuple[Key, str, Vector]], threads: int = 0) -> None:
+        """Add (partition, entry id, vector) items, one graph call per partition; on every
+        core by default, for loading a store from a worker thread."""
+        grouped: dict[Key, tuple[list[str], list[Vector]]] = {}
+        for key, entry_id, vector in items:
+            ids, vectors = grouped.setdefault(key, ([], []))
+            ids.append(entry_id)
+            vectors.append(vector)
+        for key, (ids, vectors) in grouped.items():
+            self.add_many(key, ids, np.stack(vectors), threads)
 
     def remove(self, entry_id: str, key: Key) -> None:
         with self._lock:
