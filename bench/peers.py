@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
 import subprocess
@@ -41,6 +40,8 @@ from proxy_bench import (
     answered,
     chat_request,
     free_port,
+    start,
+    stop,
     summary,
     throughput,
     wait_ready,
@@ -158,20 +159,6 @@ async def http_system(
     }  # fmt: skip
 
 
-def started(
-    command: list[str], log: IO[bytes], env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(command, stdout=log, stderr=log, env=os.environ | (env or {}))
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
 def litellm_config(folder: Path, name: str, sim_port: int, cache: dict[str, Any]) -> Path:
     path = folder / f"litellm-{name}.json"  # YAML is a superset of JSON
     path.write_text(json.dumps({
@@ -190,7 +177,7 @@ def litellm_config(folder: Path, name: str, sim_port: int, cache: dict[str, Any]
 async def run(args: argparse.Namespace, bin_: Path, folder: Path, log: IO[bytes]) -> dict[str, Any]:
     sim_port = free_port()
     sim = [sys.executable, "-m", "kallm.simulator", "--host", HOST, "--port", str(sim_port)]
-    processes = [started([*sim, "--latency", "0"], log)]
+    processes = [start([*sim, "--latency", "0"], log)]
     results: dict[str, Any] = {}
     try:
         await wait_ready(sim_port, "/v1/models", processes[0])
@@ -201,7 +188,7 @@ async def run(args: argparse.Namespace, bin_: Path, folder: Path, log: IO[bytes]
                 "redis-server is needed for LiteLLM's Redis cache (scripts/test.sh installs it)"
             )
         processes.append(
-            started(
+            start(
                 [redis_server, "--port", str(redis_port), "--save", "", "--appendonly", "no"], log
             )
         )
@@ -223,7 +210,7 @@ async def run(args: argparse.Namespace, bin_: Path, folder: Path, log: IO[bytes]
         }
         for name, command in systems.items():
             port = free_port()
-            process = started([part.replace("{port}", str(port)) for part in command], log, env)
+            process = start([part.replace("{port}", str(port)) for part in command], log, env)
             try:
                 await wait_ready(
                     port, "/health" if name == "kallm" else "/health/liveliness", process, 180

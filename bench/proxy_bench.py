@@ -388,24 +388,33 @@ async def serving(
     free ports, run `measure(kallm port, simulator port, kallm pid)`, then stop both."""
     sim_port, port = free_port(), free_port()
     sim = [sys.executable, "-m", "kallm.simulator", "--host", HOST, "--port", str(sim_port)]
-    env = os.environ | settings(f"http://{HOST}:{sim_port}")
+    env = settings(f"http://{HOST}:{sim_port}")
     kallm = [sys.executable, "-m", "kallm", "serve", "--host", HOST, "--port", str(port)]
-    # kallm logs a line per request: to a file, as a pipe nobody reads would block it.
-    processes = [
-        subprocess.Popen([*sim, "--latency", "0"], stdout=log, stderr=log),
-        subprocess.Popen(kallm, env=env, stdout=log, stderr=log),
-    ]
+    processes = [start([*sim, "--latency", "0"], log), start(kallm, log, env)]
     try:
         await wait_ready(sim_port, "/v1/models", processes[0])
         await wait_ready(port, "/ready", processes[1])
         return await measure(port, sim_port, processes[1].pid)
     finally:
         for process in processes:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            stop(process)
+
+
+def start(
+    command: list[str], log: IO[bytes], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """A process with `env` added to this one's. It logs to a file: kallm logs a line per
+    request, and a pipe nobody reads would block it."""
+    return subprocess.Popen(command, stdout=log, stderr=log, env=os.environ | (env or {}))
+
+
+def stop(process: subprocess.Popen[bytes], wait: float = 10) -> None:
+    """SIGTERM, then SIGKILL after `wait` seconds."""
+    process.terminate()
+    try:
+        process.wait(wait)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 async def run(args: argparse.Namespace, log: IO[bytes]) -> dict[str, Any]:

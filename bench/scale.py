@@ -25,9 +25,7 @@ import asyncio
 import gc
 import hashlib
 import json
-import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +46,8 @@ from proxy_bench import (
     exact_hit,
     free_port,
     semantic_hit,
+    start,
+    stop,
     summary,
     timed,
     verified_pairs,
@@ -99,8 +99,8 @@ def synthetic(real: np.ndarray, count: int, seed: int) -> np.ndarray:
     """Rows made from real ones: a real vector plus half another and a little noise."""
     rng = np.random.default_rng(seed)
     parts = []
-    for start in range(0, count, 100_000):
-        n = min(100_000, count - start)
+    for at in range(0, count, 100_000):
+        n = min(100_000, count - at)
         a, b = real[rng.integers(0, len(real), n)], real[rng.integers(0, len(real), n)]
         rows = a + 0.5 * b + rng.standard_normal(a.shape).astype(np.float32) * (0.3 / 384**0.5)
         parts.append(rows / np.linalg.norm(rows, axis=1, keepdims=True))
@@ -179,37 +179,12 @@ def searched(
     }  # fmt: skip
 
 
-def start(command: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(command, env=os.environ | env, stdout=log, stderr=log)
-
-
-def stop(process: subprocess.Popen[bytes], wait: float = 10) -> None:
-    process.terminate()
-    try:
-        process.wait(wait)
-    except subprocess.TimeoutExpired:
-        process.kill()
-
-
 async def proxy_phase(
     size: int, vectors_at: Path, texts_at: Path, log: IO[bytes], hits: int
 ) -> dict[str, Any]:
     sim_port, port = free_port(), free_port()
-    sim = start(
-        [
-            sys.executable,
-            "-m",
-            "kallm.simulator",
-            "--host",
-            HOST,
-            "--port",
-            str(sim_port),
-            "--latency",
-            "0",
-        ],
-        {},
-        log,
-    )
+    simulator = [sys.executable, "-m", "kallm.simulator", "--host", HOST, "--port", str(sim_port)]
+    sim = start([*simulator, "--latency", "0"], log)
     env = {
         "OPENAI_BASE_URL": f"http://{HOST}:{sim_port}/v1", "OPENAI_API_KEY": "sk-bench",
         "KALLM_MAX_CACHE_SIZE": str(size + 1000),
@@ -224,7 +199,7 @@ async def proxy_phase(
         "--texts",
         str(texts_at),
     ]
-    kallm = start(server, env, log)
+    kallm = start(server, log, env)
     try:
         await wait_ready(sim_port, "/v1/models", sim)
         await wait_ready(port, "/ready", kallm)
@@ -301,7 +276,7 @@ async def sqlite_phase(path: Path, size: int, log: IO[bytes]) -> dict[str, Any]:
         port = free_port()
         started = time.perf_counter()
         command = [sys.executable, "-m", "kallm", "serve", "--host", HOST, "--port", str(port)]
-        kallm = start(command, env, log)
+        kallm = start(command, log, env)
         try:
             await wait_ready(port, "/health", kallm)
             health = time.perf_counter() - started
