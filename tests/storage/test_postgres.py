@@ -121,6 +121,28 @@ def test_two_stores_on_one_database_share_entries(pg_url):
     run(body)
 
 
+def test_stores_sharing_a_table_keep_its_bound_once_they_count_it_again(pg_url):
+    # Each store evicts by its own count of the table, taken again every `recount` seconds:
+    # the other's puts go unseen until then, and no longer.
+    table = fresh_table()
+
+    async def body():
+        async with (
+            opened(pg_url, 3, table=table, recount=0) as one,
+            opened(pg_url, 3, table=table, recount=0) as two,
+        ):
+            for i in (1, 2, 3):
+                await two.put(entry(i, vec(1, i), age=10 - i))
+            await one.put(entry(4, vec(1, 4)))
+            assert await one.count(NOW) == 4  # `one` counted an empty table at its start
+            await one._recount  # the count the put started in the background
+            await one.put(entry(5, vec(1, 5)))
+            kept = [i for i in range(1, 6) if await one.get_exact("ns", f"exact{i}", NOW)]
+            assert kept == [3, 4, 5]
+
+    run(body)
+
+
 def test_entries_survive_closing_and_reopening(pg_url):
     table = fresh_table()
 
