@@ -66,7 +66,8 @@ class Metrics:
         )
         self.similarity = Histogram(
             "kallm_candidate_similarity",
-            "Cosine similarity of the best semantic candidate: accepted (hit) or rejected.",
+            "Cosine similarity of the nearest entry of each semantic lookup: served (hit), "
+            "refused at or over the threshold (rejected), or under it (below).",
             ["decision"],
             buckets=(0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0),
             registry=self.registry,
@@ -115,8 +116,9 @@ class Metrics:
         self.requests.labels(route, outcome.label).inc()
         self.latency.labels(route, outcome.label).observe(seconds)
 
-    def candidate(self, similarity: float, accepted: bool) -> None:
-        self.similarity.labels("hit" if accepted else "rejected").observe(similarity)
+    def candidate(self, similarity: float, verdict: str) -> None:
+        """The nearest entry of a semantic lookup; `verdict` from `decision.verdict`."""
+        self.similarity.labels(verdict).observe(similarity)
 
     def hit(self, semantic: bool, model: str, usage: Any, usd: float | None) -> None:
         if semantic:

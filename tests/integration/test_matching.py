@@ -38,22 +38,31 @@ def test_exact_hits_skip_the_verifier(caller):
     assert "x-kallm-verifier" not in reply.headers
 
 
-def test_metrics_show_similarities_of_hits_and_near_misses(caller, kallm):
+def test_metrics_show_the_nearest_similarity_of_every_lookup(caller, kallm):
     def counts() -> dict[str, float]:
         text = httpx.get(f"{kallm.root}/metrics").text
         found = {}
-        for decision in ("hit", "rejected"):
+        for decision in ("hit", "rejected", "below"):
             start = f'kallm_candidate_similarity_count{{decision="{decision}"}}'
             line = next((ln for ln in text.splitlines() if ln.startswith(start)), f"{start} 0")
             found[decision] = float(line.split()[-1])
         return found
 
     before = counts()
-    caller.chat("How do I enable dark mode on my phone?")
+    caller.chat("How do I enable dark mode on my phone?")  # an empty namespace: no neighbour
     caller.chat("How do I enable dark mode on my phone, please?")
     caller.chat("How do I disable dark mode on my phone?", headers={"X-Kallm-Threshold": "0.8"})
+    unrelated = caller.chat("What is the tallest mountain in Africa?")
     after = counts()
-    assert after == {"hit": before["hit"] + 1, "rejected": before["rejected"] + 1}
+    assert after == {
+        "hit": before["hit"] + 1,
+        "rejected": before["rejected"] + 1,
+        "below": before["below"] + 1,
+    }
+    # A MISS says how near the nearest entry was, even under the threshold; the verifier
+    # judged nothing.
+    assert unrelated.cache == "MISS" and float(unrelated.similarity) < 0.9
+    assert "x-kallm-verifier" not in unrelated.headers
 
 
 def test_prompts_longer_than_the_model_reads_match_exactly_only(caller, upstream):

@@ -41,3 +41,11 @@ def choose(candidates: Sequence[C], threshold: float, min_probability: float) ->
         if accept(candidate.similarity, candidate.probability, threshold, min_probability):
             return candidate
     return None
+
+
+def verdict(hit: Scored | None, nearest: Scored, threshold: float) -> str:
+    """What became of a lookup's nearest entry: "hit" (served), "rejected" (at or over the
+    threshold, refused by the verifier) or "below" (under the threshold)."""
+    if hit is not None:
+        return "hit"
+    return "rejected" if nearest.similarity >= threshold else "below"

@@ -33,15 +33,14 @@ class Matcher:
     async def candidates(
         self, namespace: str, partition: str, text: str, vector: Vector, floor: float, now: float
     ) -> list[Candidate]:
-        """The nearest entries with similarity at least `floor`, nearest first."""
+        """The nearest entries, nearest first. The verifier scores those with similarity at
+        least `floor`; the others cannot be served, and tell how near the cache came."""
         query = Search(namespace, partition, vector, self._embedding_model, self._limit, now)
         found = await self._store.search(query)
         scored = []
         for hit in found:
-            if hit.similarity < floor:
-                break
             entry, probability = hit.entry, None
-            if self._verifier is not None and entry.text is not None:
+            if hit.similarity >= floor and self._verifier is not None and entry.text is not None:
                 probability = await self._verifier.probability(entry.text, text)
             scored.append(Candidate(entry, hit.similarity, probability))
         return scored

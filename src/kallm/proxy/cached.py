@@ -252,7 +252,7 @@ class CacheProxy:
         candidates.sort(key=lambda candidate: candidate.similarity, reverse=True)
         hit = decision.choose(candidates, threshold, min_probability)
         nearest = hit or candidates[0]
-        core.metrics.candidate(nearest.similarity, accepted=hit is not None)
+        core.metrics.candidate(nearest.similarity, decision.verdict(hit, nearest, threshold))
         return Lookup(hit=hit, nearest=nearest, vector=vector)
 
     async def _embed(self, text: str) -> Vector | None:
