@@ -236,16 +236,19 @@ class SettingsError(Exception):
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, with `overrides` (from flags) taking precedence."""
+    given = {k: v for k, v in overrides.items() if v is not None}
     try:
-        settings = Settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings = Settings(**given)
     except ValidationError as error:
         problems = []
         for item in error.errors():
             field = str(item["loc"][0]) if item["loc"] else "?"
-            env = ENV_NAMES.get(field, field.upper())
+            # Named as the user set it: the flag when one was given, else the variable.
+            name = "--" + field.replace("_", "-") if field in given else ENV_NAMES.get(field, field)
             secret = field in SECRET_FIELDS  # URLs hold passwords
             shown = "" if secret else f" (got {item.get('input')!r})"
-            problems.append(f"{env}: {item['msg']}{shown}")
+            message = item["msg"].removeprefix("Value error, ")  # pydantic's, for ValueError
+            problems.append(f"{name}: {message}{shown}")
         raise SettingsError("invalid setting: " + "; ".join(problems)) from None
     if (
         settings.remote_embedding_model is None

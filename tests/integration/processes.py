@@ -48,11 +48,20 @@ def clean_env(**settings: str) -> dict[str, str]:
 class Process:
     """A child process whose stdout and stderr go to one log file."""
 
-    def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        cwd: Path | None = None,
+    ) -> None:
         self.name = name
         self.log_path = log_path
         self._log = log_path.open("wb")
-        self.popen = subprocess.Popen(args, env=env, stdout=self._log, stderr=subprocess.STDOUT)
+        self.popen = subprocess.Popen(
+            args, env=env, stdout=self._log, stderr=subprocess.STDOUT, cwd=cwd
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")

@@ -1,7 +1,9 @@
 """The management API and CLI, and the SQLite backend across a restart."""
 
+import json
 import subprocess
 import sys
+import uuid
 
 import httpx
 import pytest
@@ -173,6 +175,40 @@ EVERY_API = {
         "contents": [{"role": "user", "parts": [{"text": QUESTION}]}]
     },
 }  # fmt: skip
+
+
+NOT_WHOLE = "cut short, filtered or an error"
+
+
+def test_warm_names_the_file_line_of_each_entry_it_did_not_store_and_fails(sqlite_kallm, tmp_path):
+    def line(prompt, finish="stop"):
+        answer = {
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Warm."},
+                         "finish_reason": finish}],
+        }  # fmt: skip
+        request = {"model": "m", "messages": [{"role": "user", "content": prompt}]}
+        return json.dumps({"request": request, "response": answer})
+
+    # Past the first batch the CLI sends (200 lines), with a blank line before the bad ones.
+    good = [line(f"warm question {n} {uuid.uuid4().hex}") for n in range(201)]
+    file = tmp_path / "warm.jsonl"
+    file.write_text("\n".join([*good, "", "[1, 2, 3]", line("filtered", "content_filter")]) + "\n")
+    warmed = subprocess.run(
+        [sys.executable, "-m", "kallm", "warm", str(file), "--url", sqlite_kallm[0][0].root],
+        env=clean_env(KALLM_ADMIN_TOKEN=TOKEN),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert warmed.returncode == 1
+    assert "stored 201, skipped 1, errors 1" in warmed.stdout
+    # Universal newlines read the bar's "\r" as a line break: each redraw is a line here.
+    # The bar is drawn to its end before the problems are told, each on a line of its own.
+    *bar, first, second = [text for text in warmed.stderr.splitlines() if text]
+    assert all(text.startswith("warming [") for text in bar) and " 204/204 " in bar[-1]
+    assert first.startswith(f"kallm warm: {file}: line 203: ")
+    assert second == f"kallm warm: {file}: line 204: the answer is not whole: {NOT_WHOLE}"
 
 
 def test_export_and_warm_carry_every_api(sqlite_kallm, upstream, tmp_path_factory, simulator):

@@ -66,8 +66,17 @@ def test_environment_and_flags(monkeypatch):
 )
 def test_invalid_values_name_the_variable(monkeypatch, variable, value):
     monkeypatch.setenv(variable, value)
-    with pytest.raises(SettingsError, match=variable):
+    with pytest.raises(SettingsError, match=variable) as raised:
         load_settings()
+    assert "Value error" not in str(raised.value)  # pydantic's wording, not ours
+
+
+def test_an_invalid_flag_is_named_as_the_flag(monkeypatch):
+    monkeypatch.delenv("KALLM_CACHE_TTL", raising=False)
+    with pytest.raises(SettingsError) as raised:
+        load_settings(cache_ttl="banana")
+    assert str(raised.value).startswith("invalid setting: --cache-ttl: ")
+    assert "KALLM_CACHE_TTL" not in str(raised.value)
 
 
 def test_remote_embeddings_need_a_key(monkeypatch):

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="kallm",
         description="kallm: a semantic cache for LLM APIs, as an OpenAI-compatible proxy.",
     )
+    parser.add_argument("--version", action="version", version=f"kallm {version('kallm')}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser(
         "serve",
@@ -216,11 +218,15 @@ def _manage(args: argparse.Namespace) -> None:
                     if not key:
                         raise manage.ManageError(f"--key-env: {args.key_env} is not set")
                 totals = manage.warm(client, args.file, {k: v for k, v in target.items() if v}, key)
+                for problem in totals.problems:
+                    print(f"kallm warm: {args.file}: {problem}", file=sys.stderr)
                 print(f"stored {totals.stored}, skipped {totals.skipped}, errors {totals.errors}")
                 for name, count in sorted(totals.namespaces.items()):
                     print(f"  {count} into namespace {name}")
                 for warning in sorted(totals.warnings):
                     print(f"kallm warm: warning: {warning}", file=sys.stderr)
+                if totals.skipped or totals.errors:
+                    sys.exit(1)  # a warm is meant to load every line
             elif args.command == "export":
                 count = manage.export(client, args.namespace)
                 print(f"kallm: exported {count} entries", file=sys.stderr)

@@ -55,13 +55,15 @@ class Client:
 
 @dataclass
 class Warmed:
-    """What `warm` did: counts, where entries went, and what would keep them from serving."""
+    """What `warm` did: counts, where entries went, what would keep them from serving, and
+    why each line not stored was not (by its line in the file)."""
 
     stored: int = 0
     skipped: int = 0
     errors: int = 0
     namespaces: dict[str, int] = field(default_factory=dict)
     warnings: set[str] = field(default_factory=set)
+    problems: list[str] = field(default_factory=list)
 
 
 def warm(
@@ -74,26 +76,32 @@ def warm(
     """Send the file's JSON lines in batches, drawing a progress bar with count and rate.
     `target` (namespace, tenant) and `key` (a client's credential) say whom the entries are
     for; without them each line's own namespace is used."""
-    lines = [line for line in path.read_text("utf-8").splitlines() if line.strip()]
+    lines = path.read_text("utf-8").splitlines()  # blank ones too: they keep the numbering
     headers = {WARM_KEY_HEADER: key} if key else {}
     totals = Warmed()
     started = time.monotonic()
     for start in range(0, len(lines), BATCH):
         batch = "\n".join(lines[start : start + BATCH]).encode()
+        params = {**(target or {}), "line": str(start + 1)}
         result = client.call(
-            "POST", "/admin/warm", content=batch, params=dict(target or {}), headers=headers
+            "POST", "/admin/warm", content=batch, params=params, headers=headers
         ).json()
         totals.stored += result["stored"]
         totals.skipped += result["skipped"]
         totals.errors += len(result["errors"])
+        totals.problems += result["errors"] + result.get("skips", [])
         for name, count in result.get("namespaces", {}).items():
             totals.namespaces[name] = totals.namespaces.get(name, 0) + count
         totals.warnings.update(result.get("warnings", []))
-        for error in result["errors"]:
-            print(f"\nkallm warm: {error}", file=out)
         _bar(min(start + BATCH, len(lines)), len(lines), time.monotonic() - started, out)
-    print(file=out)
+    print(file=out)  # the bar's line ends before anything else is said
+    totals.problems.sort(key=_line_number)
     return totals
+
+
+def _line_number(problem: str) -> int:
+    """The line a problem names ("line 12: ...")."""
+    return int(problem.split(":", 1)[0].removeprefix("line "))
 
 
 def _bar(done: int, total: int, seconds: float, out: TextIO) -> None:

@@ -95,33 +95,38 @@ class Admin:
         try:
             text = body.decode("utf-8")
             target = _warm_target(request)
+            # `?line=`: the number in its file of the body's first line (`kallm warm` sends
+            # a file in parts), so that errors name the file's lines.
+            first = int(request.query_params.get("line", "1"))
         except (UnicodeDecodeError, ValueError) as error:
             return _bad(f"invalid warm request: {error}")
-        stored = skipped = 0
-        errors: list[str] = []
+        stored = 0
+        errors: list[str] = []  # lines refused
+        skips: list[str] = []  # lines understood, but not stored
         places: dict[str, int] = {}
         unreachable: set[str] = set()  # routes whose entries no caller will read
-        for number, line in enumerate(text.splitlines(), 1):
+        for number, line in enumerate(text.splitlines(), first):
             if not line.strip():
                 continue
             try:
                 proxy, exported, answer, namespace, ttl = self._warm_line(line, target)
-                kept = await proxy.warm(namespace, exported, answer, ttl)
+                skipped = await proxy.warm(namespace, exported, answer, ttl)
             except (ValueError, KeyError, TypeError) as error:  # InvalidRequest is a ValueError
                 errors.append(f"line {number}: {error!s}")
                 continue
-            if kept:
+            if skipped is None:
                 stored += 1
                 places[namespace] = places.get(namespace, 0) + 1
                 if proxy.forwards_credentials and not keys.for_one_key(namespace):
                     unreachable.add(proxy.route)
             else:
-                skipped += 1
+                skips.append(f"line {number}: {skipped}")
         return JSONResponse(
             {
                 "stored": stored,
-                "skipped": skipped,
+                "skipped": len(skips),
                 "errors": errors[:100],
+                "skips": skips[:100],
                 "namespaces": {_shown(name): count for name, count in places.items()},
                 "warnings": self._warnings(places, unreachable),
             }

@@ -80,7 +80,7 @@ class Core:
 
 
 # Stores a whole answer for the request it answers; whether it was stored.
-Commit = Callable[[dict[str, Any]], Awaitable[bool]]
+Commit = Callable[[dict[str, Any]], Awaitable[str | None]]
 
 
 class CacheProxy:
@@ -340,9 +340,9 @@ class CacheProxy:
         vector: Vector | None,
         ttl: float,
         answer: dict[str, Any],
-    ) -> bool:
-        """Store a whole answer; whether it was stored (the store may be down). An answer
-        the provider module does not fully understand is not stored."""
+    ) -> str | None:
+        """Store a whole answer: None when stored, else why not (`kallm warm` tells it). An
+        answer the provider module does not fully understand is not stored."""
         core = self._core
         try:
             check_value(answer)
@@ -350,9 +350,9 @@ class CacheProxy:
             usage = self._provider.usage(request, answer)
         except Exception:
             log.warning("an upstream answer was not understood (%r)", sys.exc_info()[1])
-            return False
+            return f"the answer is not one this API gives ({sys.exc_info()[1]})"
         if not cacheable:
-            return False
+            return "the answer is not whole: cut short, filtered or an error"
         if key.text is not None and vector is None:
             # Without a vector (the embedder failed) the entry still serves exact repeats.
             vector = await self._embed(key.text)
@@ -378,11 +378,13 @@ class CacheProxy:
             await core.store.put(entry, core.admission.policies.get(scope).max_entries)
         except Exception:
             core.cache_failed("store")
-            return False
-        return True
+            return "the cache store did not answer"
+        return None
 
-    async def warm(self, namespace: str, exported: Any, answer: dict[str, Any], ttl: float) -> bool:
-        """Store a known answer as if it had just come from upstream; whether it was kept.
+    async def warm(
+        self, namespace: str, exported: Any, answer: dict[str, Any], ttl: float
+    ) -> str | None:
+        """Store a known answer as if it had just come from upstream; as `store`.
         `exported` is a request as an export writes it; raises InvalidRequest for one this
         API would refuse."""
         request = self._provider.parse_keyed(exported)
