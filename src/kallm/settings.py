@@ -244,7 +244,9 @@ def load_settings(**overrides: Any) -> Settings:
         for item in error.errors():
             field = str(item["loc"][0]) if item["loc"] else "?"
             # Named as the user set it: the flag when one was given, else the variable.
-            name = "--" + field.replace("_", "-") if field in given else ENV_NAMES.get(field, field)
+            name = ENV_NAMES.get(field, field.upper())
+            if field in given:
+                name = "--" + field.replace("_", "-")
             secret = field in SECRET_FIELDS  # URLs hold passwords
             shown = "" if secret else f" (got {item.get('input')!r})"
             message = item["msg"].removeprefix("Value error, ")  # pydantic's, for ValueError

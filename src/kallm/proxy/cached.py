@@ -79,7 +79,7 @@ class Core:
         log.warning("cache %s failed (%r); answering without it", component, sys.exc_info()[1])
 
 
-# Stores a whole answer for the request it answers; whether it was stored.
+# Stores a whole answer for the request it answers: None when stored, else why not.
 Commit = Callable[[dict[str, Any]], Awaitable[str | None]]
 
 
