@@ -521,3 +521,9 @@ RELAY_WARNING = "WARNING: clientAuth.insecureOpenRelay is on"
 def test_notes_warn_when_anyone_could_spend_the_provider_keys(helm, tmp_path, args, warnings):
     text = render_notes(helm, tmp_path, *args)
     assert {w for w in (OPEN_WARNING, RELAY_WARNING) if w in text} == warnings
+
+
+def test_the_chart_icon_is_a_file_of_this_repository():
+    icon = yaml.safe_load((CHART / "Chart.yaml").read_text())["icon"]
+    prefix = "https://raw.githubusercontent.com/kallm/kallm/main/"
+    assert icon.startswith(prefix) and (ROOT / icon.removeprefix(prefix)).is_file()
