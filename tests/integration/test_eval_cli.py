@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -88,7 +89,12 @@ def test_eval_writes_report_and_plot(pairs: Path, tmp_path: Path):
         assert {"threshold", "precision", "recall", "f1", "false_hits"} <= set(system["curve"][0])
     assert cosine["headline"]["threshold"] == 0.95
     assert [pt["min_probability"] for pt in kallm_system["curve"]][:3] == [0.0, 0.01, 0.02]
-    assert len(kallm_system["grid"]) == 50 * 101  # thresholds 0.50-0.99, p 0.00-1.00
+    # The grid's frontier: recall falls as precision rises, and the report stays small.
+    edge = kallm_system["frontier"]
+    assert edge
+    for a, b in itertools.pairwise(edge):
+        assert a["recall"] < b["recall"] and a["precision"] > b["precision"]
+    assert (tmp_path / "out" / "report.json").stat().st_size < 64_000
     # Sweeping to the strictest end leaves only the exact repeats: all right.
     assert kallm_system["curve"][-1]["false_hits"] == 0
     assert (tmp_path / "out" / "pr_curve.png").read_bytes().startswith(PNG_SIGNATURE)
@@ -140,6 +146,7 @@ def test_calibrate_prints_settings_for_a_reachable_target(pairs: Path):
     assert lines[0].startswith("KALLM_SIMILARITY_THRESHOLD=0.")
     assert lines[1].startswith("KALLM_VERIFIER_THRESHOLD=")
     assert lines[2].startswith("# precision ") and "on 10 pairs (pairs.jsonl)" in lines[2]
+    assert "warning: only 10 prompts asked" in run.stderr  # too few to trust a precision
     threshold = float(lines[0].split("=")[1])
     assert 0.70 <= threshold <= 0.99
 
@@ -166,4 +173,4 @@ def test_bad_input_is_reported_without_a_traceback(tmp_path: Path):
     data = write_jsonl(tmp_path / "bad.jsonl", [{"question": "?"}])
     run = kallm("eval", data, "--out", tmp_path)
     assert run.returncode == 1
-    assert "kallm: unknown row format" in run.stderr and "Traceback" not in run.stderr
+    assert f"kallm: {data}:1: unknown row format" in run.stderr and "Traceback" not in run.stderr

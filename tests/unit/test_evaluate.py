@@ -16,6 +16,8 @@ from kallm.cli.evaluate import (
     best,
     decide,
     detect_kind,
+    frontier,
+    load_plan,
     plan,
     read_rows,
     recall_at,
@@ -60,6 +62,39 @@ def test_read_rows_honours_limit_and_names_bad_lines(tmp_path):
         read_rows(path)
     with pytest.raises(EvalError, match="cannot read"):
         read_rows(tmp_path / "missing.jsonl")
+
+
+def test_each_bad_row_is_named_by_its_file_line(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    good = '{"a": "x", "b": "y", "label": 1}'
+    cases = {
+        '{"a": "x", "b": "z"}': 'needs a "label": 1 when',
+        '{"a": "x", "b": "z", "label": 2}': '"label" must be 0 or 1, not 2',
+        '{"a": "x", "label": 0}': 'needs "a" and "b"',
+        "[1, 2]": "a row must be a JSON object",
+    }
+    for line, problem in cases.items():
+        path.write_text(f"{good}\n\n{line}\n")
+        with pytest.raises(EvalError) as raised:
+            load_plan(path, None, None)
+        assert str(raised.value).startswith(f"{path}:3: ") and problem in str(raised.value)
+    path.write_text('{"question": "x"}\n')
+    with pytest.raises(EvalError, match=r":1: unknown row format"):
+        load_plan(path, None, None)
+    path.write_text('{"origin": "o", "similar": [1]}\n')
+    with pytest.raises(EvalError, match=r':1: "similar" must be'):
+        load_plan(path, None, None)
+
+
+def test_the_frontier_keeps_the_settings_nothing_beats():
+    points = [
+        Point(0.9, 0.5, hits=10, correct=9, positives=20),  # precision 0.9, recall 0.45
+        Point(0.8, 0.5, hits=20, correct=16, positives=20),  # 0.8, 0.8
+        Point(0.85, 0.5, hits=20, correct=15, positives=20),  # beaten by the one above
+        Point(0.95, 0.5, hits=10, correct=9, positives=20),  # ties the first: stricter
+        Point(0.99, 0.9, hits=0, correct=0, positives=20),  # no hits: no precision
+    ]
+    assert [(p.threshold, p.recall) for p in frontier(points)] == [(0.95, 0.45), (0.8, 0.8)]
 
 
 def test_pairs_each_get_a_namespace_and_only_label_1_is_positive():
