@@ -136,7 +136,7 @@ class Service:
             admin = None
             if settings.admin_token is not None:
                 token = settings.admin_token.get_secret_value()
-                admin = Admin(token, store, proxies, settings, clients, parts.clock)
+                admin = Admin(token, store, proxies, settings, clients, parts.clock, parts.metrics)
             passthrough = {
                 vendor.name: _passthrough(client, vendor, targets[vendor.name], gate)
                 for vendor in VENDORS
@@ -295,6 +295,8 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
         Route("/admin/entries/{entry_id}", service.admin("delete"), methods=["DELETE"]),
         Route("/admin/warm", service.admin("warm"), methods=["POST"]),
         Route("/admin/export", service.admin("export"), methods=["GET"]),
+        Route("/admin/reports", service.admin("report"), methods=["POST"]),
+        Route("/admin/reports", service.admin("reports"), methods=["GET"]),
     ]
     return Starlette(
         exception_handlers={404: service.not_routed, 405: service.not_routed},

@@ -41,6 +41,7 @@ class Tally:
     invalid_requests: int = 0
     store_errors: int = 0
     embedding_errors: int = 0
+    blocked_hits: int = 0
     saved_usd: float = 0.0
     saved_prompt_tokens: int = 0
     saved_completion_tokens: int = 0
@@ -70,6 +71,17 @@ class Metrics:
             "refused at or over the threshold (rejected), or under it (below).",
             ["decision"],
             buckets=(0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0),
+            registry=self.registry,
+        )
+        self.blocked_hits = Counter(
+            "kallm_blocked_hits",
+            "Semantic hits not served because a report said the answer was wrong for that request.",
+            registry=self.registry,
+        )
+        self.reports = Counter(
+            "kallm_reports",
+            "Operators' reports on cached answers, by verdict (wrong, right).",
+            ["verdict"],
             registry=self.registry,
         )
         self.upstream_errors = Counter(
@@ -120,6 +132,13 @@ class Metrics:
         """The nearest entry of a semantic lookup; `verdict` from `decision.verdict`."""
         self.similarity.labels(verdict).observe(similarity)
 
+    def blocked(self) -> None:
+        self.tally.blocked_hits += 1
+        self.blocked_hits.inc()
+
+    def reported(self, right: bool) -> None:
+        self.reports.labels("right" if right else "wrong").inc()
+
     def hit(self, semantic: bool, model: str, usage: Any, usd: float | None) -> None:
         if semantic:
             self.tally.semantic_hits += 1
@@ -167,6 +186,7 @@ class Metrics:
             "invalid_requests": t.invalid_requests,
             "store_errors": t.store_errors,
             "embedding_errors": t.embedding_errors,
+            "blocked_hits": t.blocked_hits,
             "saved_tokens": {
                 "prompt": t.saved_prompt_tokens,
                 "completion": t.saved_completion_tokens,

@@ -1,13 +1,15 @@
 """Several kallm processes on one shared store (real Redis, real PostgreSQL+pgvector)."""
 
 import concurrent.futures
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from processes import SERVER_KEY, start_kallm
+from processes import MODEL, SERVER_KEY, clean_env, start_kallm
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "storage"))
 from postgres_server import postgres_server
@@ -89,6 +91,55 @@ def test_a_clear_on_one_replica_takes_effect_on_the_other(replicas, make_caller)
                            headers={"authorization": f"Bearer {TOKEN}"})  # fmt: skip
     assert cleared.json()["deleted"] == 1
     assert other.chat("Name the largest moon of Saturn.").cache == "MISS"
+
+
+def test_a_wrong_hit_reported_on_one_replica_is_never_served_on_the_other(
+    replicas, make_caller, tmp_path
+):
+    (a, b), _ = replicas
+    one, other = make_caller(a), make_caller(b)
+    one.chat("How do I enable dark mode on my phone?")
+    probe = {"Cache-Control": "no-store"}  # misses must not store answers of their own
+    asked = "How do I enable dark mode on my phone, please?"
+    replies = []
+    assert eventually(
+        lambda: replies.append(other.chat(asked, headers=probe)) or replies[-1].cache == "HIT",
+        1.0,
+    )
+    entry = replies[-1].headers["x-kallm-entry"]
+    request = tmp_path / "request.json"
+    # The request as the SDK sent it: what a user who got the wrong answer has at hand.
+    request.write_text(
+        json.dumps({"model": MODEL, "messages": [{"role": "user", "content": asked}]})
+    )
+    cli = [sys.executable, "-m", "kallm"]
+    env = clean_env(KALLM_ADMIN_TOKEN=TOKEN)
+    reported = subprocess.run(
+        [*cli, "report-wrong", entry, str(request), "--url", a.root],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert reported.returncode == 0, reported.stderr
+    assert "reported wrong" in reported.stdout
+    # At once, on both replicas: no waiting for the other to hear of it.
+    for caller in (other, one):
+        reply = caller.chat(asked, headers=probe)
+        assert reply.cache == "MISS" and "x-kallm-entry" not in reply.headers
+    assert one.chat("How do I enable dark mode on my phone?").cache == "HIT"  # its own request
+    exported = subprocess.run(
+        [*cli, "export", "--reports", "--namespace", one.namespace, "--url", b.root],
+        env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    (line,) = exported.stdout.splitlines()
+    assert json.loads(line)["right"] is False and json.loads(line)["namespace"] == one.namespace
+    proposed = subprocess.run(
+        [*cli, "calibrate", "--from-reports", "--url", b.root],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proposed.returncode == 0, proposed.stdout + proposed.stderr
+    lines = proposed.stdout.strip().splitlines()
+    assert lines[0].startswith("KALLM_SIMILARITY_THRESHOLD=")
+    assert lines[1].startswith("KALLM_VERIFIER_THRESHOLD=")
+    assert lines[2].startswith("# refuses all ") and "reported wrong hits" in lines[2]
 
 
 def test_ttl_expiry_holds_across_replicas(replicas, make_caller):

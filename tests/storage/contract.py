@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kallm.storage import Entry, EntryQuery
-from kallm.storage.base import Meta, Search
+from kallm.storage.base import Meta, Report, Search, block_key
 
 NOW = time.time()  # real time: servers with native TTLs must not expire entries mid-test
 
@@ -219,5 +219,24 @@ class StoreContract:
             await store.put(entry(5, vec(1, 5), namespace="t", age=2, scope="other"), 1)
             assert await store.get_exact("t", "exact1", NOW) is None  # only scope other's
             assert await store.count(NOW) == 4
+
+        self.scenario(make_store, 10, body)
+
+    def test_reports_outlive_entries_and_block_only_their_wrong_pairs(self, make_store):
+        async def body(store):
+            await store.put(entry(1, vec(1, 0)))
+            assert (await store.get("id1", NOW)).exact == "exact1"
+            assert await store.get("id1", NOW + 200) is None  # past its TTL
+            assert await store.get("id9", NOW) is None
+            wrong = Report("r1", "ns", "exact1", "asked-a", "prompt 1", "other", False, 0.93, NOW)
+            right = Report("r2", "ns", "exact1", "asked-b", "prompt 1", "same", True, None, NOW + 1)
+            await store.add_report(wrong)
+            await store.add_report(right)
+            assert await store.blocked(block_key("ns", "exact1", "asked-a"))
+            assert not await store.blocked(block_key("ns", "exact1", "asked-b"))  # right
+            assert not await store.blocked(block_key("ns2", "exact1", "asked-a"))
+            await store.clear(None)
+            assert await store.reports() == [wrong, right]
+            assert await store.blocked(wrong.block)
 
         self.scenario(make_store, 10, body)

@@ -19,8 +19,10 @@ from kallm.cli.evaluate import (
     frontier,
     load_plan,
     plan,
+    propose,
     read_rows,
     recall_at,
+    reported_pairs,
     score,
     sweep,
 )
@@ -237,3 +239,31 @@ def test_scoring_runs_the_server_path_without_a_verifier():
     )
     assert uncached.correct is None and near.correct is None
     assert near.candidates[0].entry == "2"
+
+
+def test_the_proposal_is_no_looser_than_now_and_serves_no_reported_wrong_pair():
+    now = decision.Decision(0.90, 0.10)
+    points = [
+        Point(0.85, 0.5, hits=1, correct=1, positives=2),  # looser than now: not proposed
+        Point(0.92, 0.10, hits=2, correct=1, positives=2),  # serves a wrong pair
+        Point(0.95, 0.10, hits=1, correct=1, positives=2),
+        Point(0.93, 0.20, hits=1, correct=1, positives=2),  # as good, less strict: chosen
+        Point(0.99, 0.90, hits=0, correct=0, positives=2),
+    ]
+    chosen = propose(points, now)
+    assert (chosen.threshold, chosen.min_probability) == (0.93, 0.20)
+    assert propose(points[:2], now) is None
+
+
+def test_reports_become_pairs_and_repeats_are_left_out():
+    base = {"cached_text": "a", "asked_text": "b", "entry_exact": "x", "asked_exact": "y"}
+    reports = [
+        base | {"right": False},
+        base | {"right": True, "asked_text": "c"},
+        base | {"right": False, "asked_exact": "x"},  # its own request: the entry went
+        base | {"right": False, "asked_text": None},
+    ]
+    assert reported_pairs(reports) == [
+        {"a": "a", "b": "b", "label": 0},
+        {"a": "a", "b": "c", "label": 1},
+    ]

@@ -474,6 +474,66 @@ def calibrate_command(
     return 0
 
 
+def propose(points: Sequence[Point], current: Decision) -> Point | None:
+    """The setting, at least as strict as `current` on both thresholds, that serves none of
+    the wrong pairs and the most right ones; ties go to the least strict."""
+    eligible = [
+        pt
+        for pt in points
+        if pt.threshold >= current.threshold
+        and pt.min_probability >= current.min_probability
+        and pt.false_hits == 0
+    ]
+    return max(
+        eligible, key=lambda pt: (pt.recall, -pt.threshold, -pt.min_probability), default=None
+    )
+
+
+def reported_pairs(reports: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Reports as pairs rows (cached prompt, asked prompt, label). A wrong answer to the
+    entry's own request removed the entry: no threshold refuses a repeat."""
+    return [
+        {"a": r["cached_text"], "b": r["asked_text"], "label": int(bool(r["right"]))}
+        for r in reports
+        if r.get("cached_text") and r.get("asked_text") and r["entry_exact"] != r["asked_exact"]
+    ]
+
+
+def calibrate_reports(reports: Sequence[dict[str, Any]], verifier: bool) -> int:
+    """`kallm calibrate --from-reports`: a stricter setting that would have refused every
+    reported wrong hit, with what it costs on the reported right ones."""
+    rows = reported_pairs(reports)
+    wrong = sum(row["label"] == 0 for row in rows)
+    if not wrong:
+        print(f"no reported wrong hits to refuse ({len(reports)} reports)")
+        return 1
+    checker: Verifier | None = None
+    if verifier:
+        checker, current = _need_verifier()
+    else:
+        config = load_settings(verifier=False, embedding_model=DEFAULT_LOCAL_MODEL)
+        current = decide_defaults(config, None)
+    results, _ = asyncio.run(score(plan(rows, "pairs"), checker))
+    grid = GRID if verifier else [(t, 0.0) for t in GRID_THRESHOLDS]
+    chosen = propose(sweep(results, grid), current)
+    now = f"the current setting ({current.threshold:.2f}, {current.min_probability:.2f})"
+    if chosen is None:
+        print(
+            f"no setting at least as strict as {now} refuses all {wrong} reported wrong hits; "
+            "their reports still block them"
+        )
+        return 1
+    print(f"KALLM_SIMILARITY_THRESHOLD={chosen.threshold:.2f}")
+    if verifier:
+        print(f"KALLM_VERIFIER_THRESHOLD={chosen.min_probability:.2f}")
+    right = len(rows) - wrong
+    print(
+        f"# refuses all {wrong} reported wrong hits, serves {chosen.correct} of {right} "
+        f"reported right ones; stricter than {now}"
+    )
+    return 0
+
+
 def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 

@@ -1,8 +1,9 @@
-"""The `kallm` command: serve, demo, eval, calibrate."""
+"""The `kallm` command: serve, demo, eval, calibrate, and the management API's commands."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -121,7 +122,13 @@ def _parser() -> argparse.ArgumentParser:
         "environment variables for kallm serve. Exits 1 when no setting reaches it. " + formats,
     )
     for command in (evaluate, calibrate):
-        command.add_argument("file", type=Path, metavar="FILE", help="labelled JSON lines")
+        command.add_argument(
+            "file",
+            type=Path,
+            metavar="FILE",
+            nargs="?" if command is calibrate else None,
+            help="labelled JSON lines",
+        )
         command.add_argument(
             "--protocol", choices=["pairs", "cache"], help="row format (default: detected)"
         )
@@ -156,6 +163,16 @@ def _parser() -> argparse.ArgumentParser:
         help="precision the chosen setting must reach, 0-1 (default 0.98)",
     )
     calibrate.add_argument(
+        "--from-reports",
+        action="store_true",
+        help="instead of FILE, the reports of a running kallm (--url, --token): propose "
+        "thresholds at least as strict as now that refuse every reported wrong hit",
+    )
+    calibrate.add_argument("--url", help="with --from-reports: kallm's address [KALLM_URL]")
+    calibrate.add_argument(
+        "--token", help="with --from-reports: its admin token [KALLM_ADMIN_TOKEN]"
+    )
+    calibrate.add_argument(
         "--no-verifier",
         dest="verifier",
         action="store_false",
@@ -166,6 +183,10 @@ def _parser() -> argparse.ArgumentParser:
         "export": "write every cached entry as JSON lines that warm reads back",
         "entries": "list cached entries",
         "clear": "delete every cached entry, or one namespace's",
+        "report-wrong": "report that an entry's answer was wrong for a request: that request "
+        "never gets it again, on any replica",
+        "report-right": "report that an entry's answer was right for a request (or should "
+        "have been served): a labelled pair for calibrate --from-reports",
     }
     for name, text in manage.items():
         command = commands.add_parser(
@@ -190,8 +211,22 @@ def _parser() -> argparse.ArgumentParser:
                 help="for callers presenting the API key in environment variable VAR, when "
                 "kallm forwards client keys (a key never goes on the command line)",
             )
+        elif name.startswith("report-"):
+            command.add_argument("entry", metavar="ENTRY", help="the entry's id (X-Kallm-Entry)")
+            command.add_argument(
+                "request",
+                type=Path,
+                metavar="REQUEST",
+                help="the request as sent to the API, a JSON file (- for standard input)",
+            )
         else:
             command.add_argument("--namespace", help="only this namespace")
+        if name == "export":
+            command.add_argument(
+                "--reports",
+                action="store_true",
+                help="write the reports on cached answers instead (JSON lines, oldest first)",
+            )
         if name == "entries":
             command.add_argument("--model", help="only this model")
             command.add_argument("--search", help="prompts containing this text")
@@ -202,14 +237,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _manage(args: argparse.Namespace) -> None:
     from kallm.cli import manage
-    from kallm.settings import ClientSettings
 
-    defaults = ClientSettings()
-    token = args.token or (
-        defaults.admin_token.get_secret_value() if defaults.admin_token else None
-    )
     try:
-        with manage.Client(args.url or defaults.url, token) as client:
+        with _client(args) as client:
             if args.command == "warm":
                 target = {"namespace": args.namespace, "tenant": args.tenant}
                 key = None
@@ -227,6 +257,20 @@ def _manage(args: argparse.Namespace) -> None:
                     print(f"kallm warm: warning: {warning}", file=sys.stderr)
                 if totals.skipped or totals.errors:
                     sys.exit(1)  # a warm is meant to load every line
+            elif args.command.startswith("report-"):
+                right = args.command == "report-right"
+                made = manage.report(client, args.entry, args.request, right)["report"]
+                print(
+                    f"reported {'right' if right else 'wrong'}: entry {args.entry} for "
+                    f"{made['asked_text']!r} (similarity {made['similarity']})"
+                )
+            elif args.command == "export" and args.reports:
+                reports = client.call("GET", "/admin/reports").json()["reports"]
+                if args.namespace is not None:
+                    reports = [r for r in reports if r["namespace"] == args.namespace]
+                for report in reports:
+                    print(json.dumps(report))
+                print(f"kallm: exported {len(reports)} reports", file=sys.stderr)
             elif args.command == "export":
                 count = manage.export(client, args.namespace)
                 print(f"kallm: exported {count} entries", file=sys.stderr)
@@ -240,6 +284,30 @@ def _manage(args: argparse.Namespace) -> None:
                 print(f"deleted {deleted} entries")
     except manage.ManageError as error:
         sys.exit(f"kallm: {error}")
+
+
+def _client(args: argparse.Namespace) -> Any:
+    """The management API client that --url and --token (or KALLM_URL, KALLM_ADMIN_TOKEN)
+    name."""
+    from kallm.cli import manage
+    from kallm.settings import ClientSettings
+
+    defaults = ClientSettings()
+    token = args.token or (
+        defaults.admin_token.get_secret_value() if defaults.admin_token else None
+    )
+    return manage.Client(args.url or defaults.url, token)
+
+
+def _reports(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from kallm.cli import manage
+
+    try:
+        with _client(args) as client:
+            found: list[dict[str, Any]] = client.call("GET", "/admin/reports").json()["reports"]
+    except manage.ManageError as error:
+        sys.exit(f"kallm: {error}")
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -262,14 +330,19 @@ def main(argv: Sequence[str] | None = None) -> None:
             serve(settings)
         except ClientKeysError as error:
             sys.exit(f"kallm: {error}")
-    elif args.command in {"warm", "export", "entries", "clear"}:
+    elif args.command in {"warm", "export", "entries", "clear", "report-wrong", "report-right"}:
         _manage(args)
     elif args.command == "demo":
         from kallm.cli.demo import run_demo
 
         run_demo(args.latency)
     else:
-        from kallm.cli.evaluate import EvalError, calibrate_command, eval_command
+        from kallm.cli.evaluate import (
+            EvalError,
+            calibrate_command,
+            calibrate_reports,
+            eval_command,
+        )
 
         try:
             if args.command == "eval":
@@ -281,6 +354,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                     args.threshold,
                     args.verifier_threshold,
                 )
+            elif args.from_reports:
+                if args.file is not None:
+                    parser.error("give FILE or --from-reports, not both")
+                code = calibrate_reports(_reports(args), args.verifier)
+            elif args.file is None:
+                parser.error("calibrate needs FILE, or --from-reports")
             else:
                 code = calibrate_command(
                     args.file, args.protocol, args.limit, args.target_precision, args.verifier

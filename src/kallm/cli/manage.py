@@ -1,4 +1,5 @@
-"""`kallm warm | export | entries | clear`: the management API from a terminal."""
+"""`kallm warm | export | entries | clear | report-wrong | report-right`: the management API
+from a terminal."""
 
 from __future__ import annotations
 
@@ -40,9 +41,9 @@ class Client:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
             raise ManageError(f"cannot reach kallm at {self._http.base_url}: {error}") from None
-        if response.status_code == 404 and path.startswith("/admin"):
+        if response.status_code == 404 and path.startswith("/admin") and not response.content:
             raise ManageError("this kallm has no management API: set KALLM_ADMIN_TOKEN on it")
-        if response.status_code != 200:
+        if not response.is_success:
             raise ManageError(f"kallm answered {response.status_code}: {response.text[:300]}")
         return response
 
@@ -110,6 +111,19 @@ def _bar(done: int, total: int, seconds: float, out: TextIO) -> None:
     rate = done / seconds if seconds > 0 else 0.0
     bar = "#" * filled + "-" * (width - filled)
     print(f"\rwarming [{bar}] {done}/{total} {rate:,.0f}/s", end="", file=out, flush=True)
+
+
+def report(client: Client, entry: str, request: Path, right: bool) -> dict[str, Any]:
+    """Report an entry's answer wrong (or right) for the request in `request` (a JSON file,
+    or - for standard input), as sent to the API."""
+    try:
+        text = sys.stdin.read() if str(request) == "-" else request.read_text("utf-8")
+        asked = json.loads(text)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ManageError(f"{request}: not a JSON request ({error})") from None
+    body = {"entry": entry, "request": asked, "verdict": "right" if right else "wrong"}
+    made: dict[str, Any] = client.call("POST", "/admin/reports", json=body).json()
+    return made
 
 
 def print_entries(client: Client, params: dict[str, Any], out: TextIO = sys.stdout) -> None:

@@ -1,7 +1,8 @@
 """The management API, on only when KALLM_ADMIN_TOKEN is set.
 
 DELETE /admin/cache[?namespace=], GET /admin/entries, DELETE /admin/entries/{id},
-POST /admin/warm (JSON lines), GET /admin/export (JSON lines that warm accepts back).
+POST /admin/warm (JSON lines), GET /admin/export (JSON lines that warm accepts back),
+POST and GET /admin/reports (operators' verdicts on cached answers).
 Every call needs `Authorization: Bearer <token>`; the comparison takes constant time.
 """
 
@@ -17,7 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from kallm import keys, upstream
-from kallm.providers.base import loads
+from kallm.metrics import Metrics
+from kallm.providers.base import InvalidRequest, loads
 from kallm.providers.openai import error_body
 from kallm.proxy.auth import TENANT_PATTERN, ClientKeys, Presented, credentials
 from kallm.proxy.cached import CacheProxy
@@ -41,8 +43,10 @@ class Admin:
         settings: Settings,
         clients: ClientKeys | None,
         clock: Callable[[], float],
+        metrics: Metrics,
     ) -> None:
         self._clock = clock
+        self._metrics = metrics
         self._token = f"Bearer {token}".encode()
         self._store = store
         self._proxies = proxies  # by route
@@ -82,6 +86,43 @@ class Admin:
         return Response(
             error_body("No such entry.", "not_found"), 404, media_type="application/json"
         )
+
+    async def report(self, request: Request) -> Response:
+        """{"entry": id, "request": the request as sent, "verdict": "wrong" | "right"}: the
+        entry (X-Kallm-Entry of a HIT) was wrong, or right, for that request."""
+        body = await upstream.read_limited(request.stream(), self._max_body)
+        try:
+            given = loads(body or b"")
+            if not isinstance(given, dict) or given.get("verdict") not in ("wrong", "right"):
+                raise ValueError('give {"entry", "request", "verdict": "wrong" or "right"}')
+            if not isinstance(given.get("entry"), str):
+                raise ValueError('"entry" must be an entry id (X-Kallm-Entry of the HIT)')
+        except ValueError as error:
+            return _bad(f"invalid report: {error}")
+        entry = await self._store.get(given["entry"], self._clock())
+        if entry is None:
+            return Response(
+                error_body("No such entry (expired or removed?).", "not_found"),
+                404,
+                media_type="application/json",
+            )
+        proxy = self._proxies.get(entry.meta.route)
+        if proxy is None:
+            return _bad(f"entries of {entry.meta.route} cannot be reported")
+        try:
+            report = await proxy.report(entry, given.get("request"), given["verdict"] == "right")
+        except (InvalidRequest, KeyError, TypeError) as error:
+            return _bad(f"invalid report: the request: {error}")
+        await self._store.add_report(report)  # a wrong one is blocked on every replica now
+        # Wrong for its own request: the answer itself is wrong, and goes.
+        removed = not report.right and report.asked_exact == entry.exact
+        if removed:
+            await self._store.delete(entry.id)
+        self._metrics.reported(report.right)
+        return JSONResponse({"report": report.to_json(), "removed_entry": removed}, 201)
+
+    async def reports(self, request: Request) -> Response:
+        return JSONResponse({"reports": [r.to_json() for r in await self._store.reports()]})
 
     async def warm(self, request: Request) -> Response:
         """Each line: {"request", "response", "route"? (default chat.completions),

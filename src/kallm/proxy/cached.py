@@ -36,7 +36,7 @@ from kallm.proxy.directives import RequestPolicy
 from kallm.proxy.flights import Flight, Flights
 from kallm.settings import Settings
 from kallm.sse import SSEParser
-from kallm.storage.base import Cache, Entry, Meta, Vector
+from kallm.storage.base import Cache, Entry, Meta, Report, Vector, block_key
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -250,10 +250,30 @@ class CacheProxy:
         if not candidates:
             return Lookup(vector=vector)
         candidates.sort(key=lambda candidate: candidate.similarity, reverse=True)
+        nearest = candidates[0]
         hit = decision.choose(candidates, threshold, min_probability)
-        nearest = hit or candidates[0]
+        while hit is not None and await self._blocked(hit.entry, looked_in):
+            candidates.remove(hit)
+            hit = decision.choose(candidates, threshold, min_probability)
+        nearest = hit or nearest
         core.metrics.candidate(nearest.similarity, decision.verdict(hit, nearest, threshold))
         return Lookup(hit=hit, nearest=nearest, vector=vector)
+
+    async def _blocked(self, entry: Entry, looked_in: list[keys.CacheKey]) -> bool:
+        """Whether a wrong report blocked `entry`'s answer for this request (in the entry's
+        namespace's form). A store that does not answer blocks: never risk a reported
+        wrong answer."""
+        asked = next(key for key in looked_in if key.namespace == entry.namespace)
+        try:
+            blocked = await self._core.store.blocked(
+                block_key(entry.namespace, entry.exact, asked.exact)
+            )
+        except Exception:
+            self._core.cache_failed("store")
+            return True
+        if blocked:
+            self._core.metrics.blocked()
+        return blocked
 
     async def _embed(self, text: str) -> Vector | None:
         try:
@@ -387,11 +407,30 @@ class CacheProxy:
         """Store a known answer as if it had just come from upstream; as `store`.
         `exported` is a request as an export writes it; raises InvalidRequest for one this
         API would refuse."""
-        request = self._provider.parse_keyed(exported)
-        parts = self._provider.key_parts(request)
-        key = keys.cache_key(namespace, self.route, parts.context, parts.final, parts.text)
+        request, key = self._keyed(namespace, exported)
         vector = await self._embed(key.text) if key.text is not None else None
         return await self.store(request, key, vector, ttl, answer)
+
+    async def report(self, entry: Entry, asked: Any, right: bool) -> Report:
+        """An operator's verdict on `entry`'s answer for the request `asked` (as it was sent,
+        or as an export writes it), as a report to keep; raises InvalidRequest for a
+        request this API would refuse."""
+        _, key = self._keyed(entry.namespace, asked)
+        vector = await self._embed(key.text) if key.text is not None else None
+        similarity = None
+        if vector is not None and entry.vector is not None:
+            similarity = round(float(vector @ entry.vector), 4)
+        return Report(
+            uuid.uuid4().hex, entry.namespace, entry.exact, key.exact, entry.text, key.text,
+            right, similarity, self._core.clock(),
+        )  # fmt: skip
+
+    def _keyed(self, namespace: str, exported: Any) -> tuple[Parsed, keys.CacheKey]:
+        request = self._provider.parse_keyed(exported)
+        parts = self._provider.key_parts(request)
+        return request, keys.cache_key(
+            namespace, self.route, parts.context, parts.final, parts.text
+        )
 
     def _finish(
         self,
@@ -471,6 +510,8 @@ def _match_headers(outcome: Outcome, candidate: Candidate | None, accepted: bool
     """X-Kallm-Cache, and for the candidate served or nearest: its similarity and, when the
     verifier judged it, its verdict and score."""
     headers = {"x-kallm-cache": outcome.name}
+    if accepted and candidate is not None:
+        headers["x-kallm-entry"] = candidate.entry.id  # what a report names (README)
     if candidate is not None:
         headers["x-kallm-similarity"] = f"{candidate.similarity:.4f}"
         if candidate.probability is not None:

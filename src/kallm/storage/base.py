@@ -76,6 +76,50 @@ class Hit:
 
 
 @dataclass(frozen=True)
+class Report:
+    """An operator's verdict on one pair: the cached request of an entry, in its namespace,
+    and a request asked of it. `right` False: the entry's answer was wrong for that request,
+    which is blocked from it at once (`block`); True: it was right (or should have been
+    served). Reports are kept as labelled pairs for `kallm calibrate --from-reports`."""
+
+    id: str
+    namespace: str
+    entry_exact: str
+    asked_exact: str
+    cached_text: str | None
+    asked_text: str | None
+    right: bool
+    similarity: float | None
+    created: float
+
+    @property
+    def block(self) -> str | None:
+        """What `Cache.blocked` is asked for a wrong pair; None for a right one."""
+        return None if self.right else block_key(self.namespace, self.entry_exact, self.asked_exact)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "namespace": self.namespace, "entry_exact": self.entry_exact,
+            "asked_exact": self.asked_exact, "cached_text": self.cached_text,
+            "asked_text": self.asked_text, "right": self.right, "similarity": self.similarity,
+            "created": self.created,
+        }  # fmt: skip
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Report:
+        return cls(
+            str(value["id"]), str(value["namespace"]), str(value["entry_exact"]),
+            str(value["asked_exact"]), value.get("cached_text"), value.get("asked_text"),
+            bool(value["right"]), value.get("similarity"), float(value["created"]),
+        )  # fmt: skip
+
+
+def block_key(namespace: str, entry_exact: str, asked_exact: str) -> str:
+    """One wrong pair: the entry's namespace and exact request, and the request asked."""
+    return f"{namespace}\n{entry_exact}\n{asked_exact}"
+
+
+@dataclass(frozen=True)
 class EntryQuery:
     """A filter over entries: exact namespace and model, `text` as a case-insensitive
     substring of the prompt; `offset`/`limit` page through the matches."""
@@ -136,6 +180,11 @@ class Cache(Protocol):
         """Remove one entry; whether it existed."""
         ...
 
+    async def blocked(self, block: str) -> bool:
+        """Whether a wrong report named this pair (`block_key`): then its entry's answer
+        is never served to that request again, on any replica sharing the store."""
+        ...
+
 
 class Store(Cache, Protocol):
     """A cache store: the request path's operations, and those of management (the admin
@@ -149,6 +198,19 @@ class Store(Cache, Protocol):
 
     async def entries(self, query: EntryQuery, now: float) -> list[Entry]:
         """Live entries matching `query`, oldest first, for listing and export."""
+        ...
+
+    async def get(self, entry_id: str, now: float) -> Entry | None:
+        """One live entry by id."""
+        ...
+
+    async def add_report(self, report: Report) -> None:
+        """Keep `report`; a wrong one blocks its pair at once. Reports outlive their
+        entries and `clear`: they are the operator's corrections."""
+        ...
+
+    async def reports(self) -> list[Report]:
+        """Every report, oldest first."""
         ...
 
     async def embedding_models(self, now: float) -> set[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from kallm.storage.base import Entry, EntryQuery, Hit, Search, Store
+from kallm.storage.base import Entry, EntryQuery, Hit, Report, Search, Store
 
 
 class Startable(Store, Protocol):
@@ -62,6 +62,18 @@ class LazyStart:
 
     async def entries(self, query: EntryQuery, now: float) -> list[Entry]:
         return await (await self._ready()).entries(query, now)
+
+    async def get(self, entry_id: str, now: float) -> Entry | None:
+        return await (await self._ready()).get(entry_id, now)
+
+    async def add_report(self, report: Report) -> None:
+        await (await self._ready()).add_report(report)
+
+    async def reports(self) -> list[Report]:
+        return await (await self._ready()).reports()
+
+    async def blocked(self, block: str) -> bool:
+        return await (await self._ready()).blocked(block)
 
     async def embedding_models(self, now: float) -> set[str]:
         return await (await self._ready()).embedding_models(now)

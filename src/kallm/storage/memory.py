@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from kallm.storage.base import Entry, EntryQuery, Hit, Meta, Search, Vector
+from kallm.storage.base import Entry, EntryQuery, Hit, Meta, Report, Search, Vector
 from kallm.storage.vectors import Key, VectorIndex, index_key
 
 
@@ -74,6 +74,8 @@ class MemoryStore:
         self._exact: dict[str, dict[str, str]] = {}  # namespace, exact request: id
         self._vectors = VectorIndex()
         self._expiry: list[tuple[float, str]] = []
+        self._reports: list[Report] = []
+        self._blocks: set[str] = set()
 
     async def get_exact(self, namespace: str, exact: str, now: float) -> Entry | None:
         entry_id = self._exact.get(namespace, {}).get(exact)
@@ -168,6 +170,21 @@ class MemoryStore:
             key=lambda e: (e.created, e.id),
         )
         return [self._entry(kept) for kept in live[query.offset : query.offset + query.limit]]
+
+    async def get(self, entry_id: str, now: float) -> Entry | None:
+        kept = self._live(entry_id, now)
+        return self._entry(kept) if kept else None
+
+    async def add_report(self, report: Report) -> None:
+        self._reports.append(report)
+        if report.block is not None:
+            self._blocks.add(report.block)
+
+    async def reports(self) -> list[Report]:
+        return list(self._reports)
+
+    async def blocked(self, block: str) -> bool:
+        return block in self._blocks
 
     async def embedding_models(self, now: float) -> set[str]:
         return {e.embedding_model for e in self._entries.values() if e.expires > now}

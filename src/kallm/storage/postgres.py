@@ -57,7 +57,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import TupleRow
 from psycopg.types.json import Jsonb
 
-from kallm.storage.base import Entry, EntryQuery, Hit, Meta, Search, Vector
+from kallm.storage.base import Entry, EntryQuery, Hit, Meta, Report, Search, Vector
 
 T = TypeVar("T")
 Connection = psycopg.AsyncConnection[TupleRow]
@@ -113,6 +113,8 @@ class PostgresStore:
         self._setup_timeout = max(setup_timeout, timeout)
         self._name = name
         self._table = sql.Identifier(schema, name) if schema else sql.Identifier(name)
+        reports = f"{name}_reports"
+        self._reports = sql.Identifier(schema, reports) if schema else sql.Identifier(reports)
         self._connect_args = _connect_args(url, timeout)
         self._slots = asyncio.Semaphore(connections)
         self._idle: list[Connection] = []
@@ -264,6 +266,27 @@ class PostgresStore:
         rows = await self._fetch(statement, (*params, max(query.offset, 0), max(query.limit, 0)))
         return [_entry(row) for row in rows]
 
+    async def get(self, entry_id: str, now: float) -> Entry | None:
+        query = sql.SQL("SELECT {fields} FROM {t} WHERE id = %s AND expires > %s").format(
+            fields=self._fields(), t=self._table
+        )
+        rows = await self._fetch(query, (entry_id, now))
+        return _entry(rows[0]) if rows else None
+
+    async def add_report(self, report: Report) -> None:
+        query = sql.SQL("INSERT INTO {r} VALUES (%s, %s, %s, %s)").format(r=self._reports)
+        await self._execute(
+            query, (report.id, report.block, Jsonb(report.to_json()), report.created)
+        )
+
+    async def reports(self) -> list[Report]:
+        query = sql.SQL("SELECT report FROM {r} ORDER BY created, id").format(r=self._reports)
+        return [Report.from_json(row[0]) for row in await self._fetch(query, ())]
+
+    async def blocked(self, block: str) -> bool:
+        query = sql.SQL("SELECT 1 FROM {r} WHERE block = %s LIMIT 1").format(r=self._reports)
+        return bool(await self._fetch(query, (block,)))
+
     async def embedding_models(self, now: float) -> set[str]:
         query = sql.SQL("SELECT DISTINCT embedding_model FROM {t} WHERE expires > %s").format(
             t=self._table
@@ -360,6 +383,14 @@ class PostgresStore:
                 "extra jsonb NOT NULL DEFAULT '{{}}', scope text NOT NULL DEFAULT '', "
                 "UNIQUE (namespace, exact))"
             ).format(t=t),
+            # Reports (`Report`), each as its JSON; `block` is set for a wrong one.
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {r} (id text PRIMARY KEY, block text, "
+                "report jsonb NOT NULL, created float8 NOT NULL)"
+            ).format(r=self._reports),
+            sql.SQL("CREATE INDEX IF NOT EXISTS {i} ON {r} (block)").format(
+                i=self._index_name("reports_block"), r=self._reports
+            ),
         ]
         indexes: list[Query] = [
             # Search scope; also serves clear(namespace) and listing one namespace.

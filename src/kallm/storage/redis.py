@@ -61,7 +61,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from kallm.storage.base import Entry, EntryQuery, Hit, Meta, Search, Vector
+from kallm.storage.base import Entry, EntryQuery, Hit, Meta, Report, Search, Vector
 from kallm.storage.vectors import Key, VectorIndex, hits
 
 log = logging.getLogger("kallm")
@@ -295,6 +295,8 @@ class RedisStore:
         self._events = f"{prefix}:events"
         self._lru = f"{prefix}:lru"
         self._expiries = f"{prefix}:exp"
+        self._reports = f"{prefix}:reports"  # a list of Report JSON, oldest first
+        self._blocks = f"{prefix}:blocks"  # a set of `Report.block`
         # One immediate retry, on a dropped connection only: after a server restart every
         # pooled connection is dead, and the retry reconnects. A timeout is not retried.
         self._redis = aioredis.Redis.from_url(
@@ -424,6 +426,26 @@ class RedisStore:
         page = [entry_id for _, entry_id in matching[query.offset : query.offset + query.limit]]
         found = await self._read(page)
         return [found[i] for i in page if i in found and found[i].expires > now]
+
+    async def get(self, entry_id: str, now: float) -> Entry | None:
+        entry = (await self._read([entry_id])).get(entry_id)
+        return entry if entry is not None and entry.expires > now else None
+
+    async def add_report(self, report: Report) -> None:
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.rpush(self._reports, json.dumps(report.to_json()))
+        if report.block is not None:
+            pipe.sadd(self._blocks, report.block)
+        await pipe.execute()
+
+    async def reports(self) -> list[Report]:
+        return [
+            Report.from_json(json.loads(raw))
+            for raw in await self._redis.lrange(self._reports, 0, -1)
+        ]
+
+    async def blocked(self, block: str) -> bool:
+        return bool(await self._redis.sismember(self._blocks, block))
 
     async def embedding_models(self, now: float) -> set[str]:
         ids = await self._ids(expiring_after=now)

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from kallm.storage.base import Entry, EntryQuery, Hit, Meta, Search
+from kallm.storage.base import Entry, EntryQuery, Hit, Meta, Report, Search
 from kallm.storage.vectors import Key, VectorIndex, hits, index_key
 
 T = TypeVar("T")
@@ -59,6 +59,12 @@ CREATE UNIQUE INDEX IF NOT EXISTS entries_exact ON entries (namespace, exact);
 CREATE INDEX IF NOT EXISTS entries_last_used ON entries (last_used);
 CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires);
 CREATE INDEX IF NOT EXISTS entries_scope ON entries ({_OWNER}, last_used);
+"""
+# Reports (`Report`), each as its JSON; `block` is set for a wrong one.
+_REPORTS = """
+CREATE TABLE IF NOT EXISTS reports (
+    id TEXT PRIMARY KEY, block TEXT, report TEXT NOT NULL, created REAL NOT NULL
+)
 """
 _COLUMNS = (
     "id, namespace, partition, exact, text, vector, embedding_model, model, response, "
@@ -205,6 +211,8 @@ class SqliteStore:
             raise
         db.executescript(_INDEXES)
         db.execute("CREATE TABLE IF NOT EXISTS saved_index (token TEXT NOT NULL)")
+        db.execute(_REPORTS)
+        db.execute("CREATE INDEX IF NOT EXISTS reports_block ON reports (block)")
         self._db = db
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -331,6 +339,28 @@ class SqliteStore:
              query.text, query.limit, query.offset),
         ).fetchall())  # fmt: skip
         return [_entry(row) for row in rows]
+
+    async def get(self, entry_id: str, now: float) -> Entry | None:
+        row = await self._run(lambda db: db.execute(
+            f"SELECT {_COLUMNS} FROM entries WHERE id = ? AND expires > ?", (entry_id, now)
+        ).fetchone())  # fmt: skip
+        return None if row is None else _entry(row)
+
+    async def add_report(self, report: Report) -> None:
+        row = (report.id, report.block, json.dumps(report.to_json()), report.created)
+        await self._run(lambda db: db.execute("INSERT INTO reports VALUES (?, ?, ?, ?)", row))
+
+    async def reports(self) -> list[Report]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT report FROM reports ORDER BY created, id"
+        ).fetchall())  # fmt: skip
+        return [Report.from_json(json.loads(row[0])) for row in rows]
+
+    async def blocked(self, block: str) -> bool:
+        found = await self._run(lambda db: db.execute(
+            "SELECT 1 FROM reports WHERE block = ? LIMIT 1", (block,)
+        ).fetchone())  # fmt: skip
+        return found is not None
 
     async def embedding_models(self, now: float) -> set[str]:
         rows = await self._run(lambda db: db.execute(
