@@ -4,10 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Servers and tools the tests run for real, from Debian: redis-server for the Redis store
-# tests, promtool (package prometheus) to lint /metrics.
+# tests, promtool (package prometheus) to lint /metrics, chromium and its chromedriver for
+# the dashboard's browser tests.
 missing=""
 command -v redis-server >/dev/null || missing="$missing redis-server"
 command -v promtool >/dev/null || missing="$missing prometheus"
+command -v chromium >/dev/null || missing="$missing chromium"
+command -v chromedriver >/dev/null || missing="$missing chromium-driver"
 if [ -n "$missing" ]; then
     sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq

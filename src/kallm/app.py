@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, compile_path
 from threadpoolctl import threadpool_info
 
+from kallm import ui
 from kallm.embedders import Embedder, LocalEmbedder, RemoteEmbedder
 from kallm.embedders.remembered import Remembered
 from kallm.match.defaults import decide_defaults, load_verifier
@@ -213,6 +214,13 @@ class Service:
 
         return endpoint
 
+    async def ui(self, request: Request) -> Response:
+        """The dashboard's files; like /admin/*, absent without an admin token."""
+        if self.running.admin is None:
+            return Response(status_code=404)
+        body, media_type = ui.asset(request.url.path)
+        return Response(body, media_type=media_type, headers=ui.HEADERS)
+
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -290,9 +298,12 @@ def create_app(settings: Settings, parts: Parts | None = None) -> Starlette:
         for vendor in VENDORS
     ]
     admin = [
+        *(Route(path, service.ui, methods=["GET"]) for path in ui.FILES),
         Route("/admin/cache", service.admin("clear"), methods=["DELETE"]),
         Route("/admin/entries", service.admin("entries"), methods=["GET"]),
         Route("/admin/entries/{entry_id}", service.admin("delete"), methods=["DELETE"]),
+        Route("/admin/entries/{entry_id}", service.admin("entry"), methods=["GET"]),
+        Route("/admin/dashboard", service.admin("dashboard"), methods=["GET"]),
         Route("/admin/warm", service.admin("warm"), methods=["POST"]),
         Route("/admin/export", service.admin("export"), methods=["GET"]),
         Route("/admin/reports", service.admin("report"), methods=["POST"]),

@@ -3,12 +3,14 @@ only, never a namespace, model or user."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from kallm.activity import Activity
 from kallm.pricing import token_counts
 
 
@@ -29,6 +31,7 @@ class Outcome(StrEnum):
 
 
 _LABELLED = frozenset({Outcome.HIT, Outcome.MISS, Outcome.BYPASS})
+SIMILARITY_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0)
 
 
 @dataclass
@@ -52,6 +55,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.tally = Tally()
+        self.activity = Activity()  # what /ui draws beyond these counters
         self.requests = Counter(
             "kallm_requests",
             "Cacheable requests by route and cache outcome (hit, miss, bypass, error).",
@@ -70,7 +74,7 @@ class Metrics:
             "Cosine similarity of the nearest entry of each semantic lookup: served (hit), "
             "refused at or over the threshold (rejected), or under it (below).",
             ["decision"],
-            buckets=(0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0),
+            buckets=SIMILARITY_BUCKETS,
             registry=self.registry,
         )
         self.blocked_hits = Counter(
@@ -116,9 +120,17 @@ class Metrics:
             registry=self.registry,
         )
 
-    def finished(self, route: str, outcome: Outcome, seconds: float, misses: int = 1) -> None:
+    def finished(
+        self,
+        route: str,
+        outcome: Outcome,
+        seconds: float,
+        misses: int = 1,
+        namespace: str | None = None,
+    ) -> None:
         """One request ended; `misses`: how many items of a MISS were not cached (an
-        embeddings batch counts per item)."""
+        embeddings batch counts per item); `namespace` as it may be shown."""
+        self.activity.finished(time.time(), route, outcome.label, seconds, namespace)
         if outcome is Outcome.MISS:
             self.tally.misses += misses
         elif outcome is Outcome.BYPASS:
@@ -200,6 +212,20 @@ class Metrics:
                 "a token).",
             },
         }
+
+    def similarities(self) -> dict[str, Any]:
+        """`kallm_candidate_similarity` as counts per bucket (not cumulative), by decision."""
+        counts: dict[str, list[int]] = {}
+        for metric in self.similarity.collect():
+            for sample in metric.samples:
+                if sample.name.endswith("_bucket"):
+                    counts.setdefault(sample.labels["decision"], []).append(int(sample.value))
+        per_bucket = {
+            decision: [c - (cumulative[i - 1] if i else 0) for i, c in enumerate(cumulative)]
+            for decision, cumulative in counts.items()
+        }
+        # Prometheus adds a last bucket, past 1.0, that no similarity reaches.
+        return {"upper_bounds": [*SIMILARITY_BUCKETS, None], **per_bucket}
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

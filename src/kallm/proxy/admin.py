@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -78,6 +79,26 @@ class Admin:
         found = await self._store.entries(query, self._clock())
         return JSONResponse(
             {"entries": [_summary(e) for e in found], "offset": offset, "limit": limit}
+        )
+
+    async def entry(self, request: Request) -> Response:
+        """One entry with its answer and API (for the dashboard's entries browser)."""
+        found = await self._store.get(request.path_params["entry_id"], self._clock())
+        if found is None:
+            return Response(
+                error_body("No such entry.", "not_found"), 404, media_type="application/json"
+            )
+        return JSONResponse(
+            _summary(found) | {"route": found.meta.route, "response": found.response}
+        )
+
+    async def dashboard(self, request: Request) -> Response:
+        """What /ui draws beyond /stats (kallm.activity), and the similarity histogram."""
+        return JSONResponse(
+            {
+                "activity": self._metrics.activity.view(time.time()),
+                "similarity": self._metrics.similarities(),
+            }
         )
 
     async def delete(self, request: Request) -> Response:

@@ -28,14 +28,14 @@ def finish(
     if status >= 400 and outcome in (Outcome.MISS, Outcome.BYPASS):
         outcome = Outcome.ERROR
     seconds = time.perf_counter() - started
-    metrics.finished(route, outcome, seconds, misses)
+    shown = keys.redacted(namespace) if namespace else None  # its key hash identifies a key
+    metrics.finished(route, outcome, seconds, misses, shown)
     line: dict[str, Any] = {
         "route": route,
         "status": status,
         "outcome": outcome.value,
         "latency_ms": round(seconds * 1000, 2),
-        # The namespace's key hash is dropped: it identifies an API key.
-        "namespace": keys.redacted(namespace) if namespace else None,
+        "namespace": shown,
         **fields,
     }
     if similarity is not None:

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from kallm import keys, upstream
+from kallm.activity import ServedHit
 from kallm.embedders.base import Embedder
 from kallm.match import decision
 from kallm.match.matcher import Candidate, Matcher
@@ -120,6 +121,8 @@ class CacheProxy:
         if found.hit is not None:
             replayed = await self._replay(parsed, found, started)
             if replayed is not None:
+                if not found.exact:
+                    self._served(parsed, looked_in[0], found.hit)
                 return replayed
             found = Lookup(vector=found.vector)  # a broken entry: answer from upstream
 
@@ -258,6 +261,15 @@ class CacheProxy:
         nearest = hit or nearest
         core.metrics.candidate(nearest.similarity, decision.verdict(hit, nearest, threshold))
         return Lookup(hit=hit, nearest=nearest, vector=vector)
+
+    def _served(self, request: Parsed, key: keys.CacheKey, hit: Candidate) -> None:
+        """A semantic hit, for the dashboard's list of those to report."""
+        entry = hit.entry
+        served = ServedHit(
+            self._core.clock(), self.route, keys.redacted(entry.namespace), entry.id,
+            entry.text, key.text, round(hit.similarity, 4), self._provider.keyed_request(request),
+        )  # fmt: skip
+        self._core.metrics.activity.served(served)
 
     async def _blocked(self, entry: Entry, looked_in: list[keys.CacheKey]) -> bool:
         """Whether a wrong report blocked `entry`'s answer for this request (in the entry's

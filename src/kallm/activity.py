@@ -1,0 +1,90 @@
+"""What the dashboard (/ui) draws beyond /stats: outcomes a minute over the last hour, recent
+latencies, requests by API and by namespace, and the latest semantic hits (for reports).
+
+In memory and per process, like /stats; bounded: 60 minutes, 1,000 latencies an outcome, 50
+namespaces (the busiest; the rest count as "other"), 50 hits.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+MINUTES = 60
+LATENCIES = 1000
+NAMESPACES = 50
+RECENT_HITS = 50
+OUTCOMES = ("hit", "miss", "bypass", "error")
+
+
+@dataclass(frozen=True)
+class ServedHit:
+    """A semantic hit as served: enough to show it and to report it (`request` as the API's
+    export form writes it)."""
+
+    at: float
+    route: str
+    namespace: str
+    entry: str
+    cached_text: str | None
+    asked_text: str | None
+    similarity: float
+    request: dict[str, Any] | None
+
+
+@dataclass
+class Activity:
+    minutes: dict[int, dict[str, int]] = field(default_factory=dict)
+    latencies: dict[str, deque[float]] = field(
+        default_factory=lambda: {o: deque(maxlen=LATENCIES) for o in OUTCOMES}
+    )
+    routes: dict[str, dict[str, int]] = field(default_factory=dict)
+    namespaces: dict[str, dict[str, int]] = field(default_factory=dict)
+    hits: deque[ServedHit] = field(default_factory=lambda: deque(maxlen=RECENT_HITS))
+
+    def finished(
+        self, now: float, route: str, outcome: str, seconds: float, namespace: str | None
+    ) -> None:
+        """One request ended (`outcome`: a Prometheus label, one of OUTCOMES)."""
+        minute = int(now // 60)
+        self.minutes.setdefault(minute, dict.fromkeys(OUTCOMES, 0))[outcome] += 1
+        for old in [m for m in self.minutes if m <= minute - MINUTES]:
+            del self.minutes[old]
+        self.latencies[outcome].append(seconds)
+        _count(self.routes, route, outcome)
+        if namespace is not None:
+            known = namespace in self.namespaces or len(self.namespaces) < NAMESPACES
+            _count(self.namespaces, namespace if known else "other", outcome)
+
+    def served(self, hit: ServedHit) -> None:
+        self.hits.appendleft(hit)
+
+    def view(self, now: float) -> dict[str, Any]:
+        """The dashboard's numbers, as JSON."""
+        last = int(now // 60)
+        return {
+            "minutes": [
+                {"minute": m * 60, **self.minutes.get(m, dict.fromkeys(OUTCOMES, 0))}
+                for m in range(last - MINUTES + 1, last + 1)
+            ],
+            "latency_ms": {o: _percentiles(self.latencies[o]) for o in OUTCOMES},
+            "routes": self.routes,
+            "namespaces": self.namespaces,
+            "recent_hits": [vars(hit) for hit in self.hits],
+        }
+
+
+def _count(table: dict[str, dict[str, int]], name: str, outcome: str) -> None:
+    table.setdefault(name, dict.fromkeys(OUTCOMES, 0))[outcome] += 1
+
+
+def _percentiles(seconds: deque[float]) -> dict[str, float | None]:
+    ordered = sorted(seconds)
+    if not ordered:
+        return {"p50": None, "p95": None, "count": 0}
+
+    def at(q: float) -> float:
+        return round(1000 * ordered[min(int(q * len(ordered)), len(ordered) - 1)], 2)
+
+    return {"p50": at(0.5), "p95": at(0.95), "count": len(ordered)}
