@@ -80,3 +80,20 @@ def test_bad_reports_get_clear_errors():
             assert (answer.status_code, said in answer.text) == (status, True), answer.text
         assert client.post("/admin/reports", json={}).status_code == 401
         assert client.get("/admin/reports", headers=ADMIN).json() == {"reports": []}
+
+
+def test_a_miss_names_its_nearest_entry_for_a_should_have_hit_report():
+    with running(Upstream(), admin_token="admin-secret") as (client, _):
+        ask(client, "What is the boiling point of water?")
+        raw = sdk(client).chat.completions.with_raw_response.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "At what temperature does water boil?"}],
+            extra_headers={"X-Kallm-Threshold": "0.999"},  # a MISS, whatever the verifier says
+        )
+        assert raw.headers["x-kallm-cache"] == "MISS" and "x-kallm-entry" not in raw.headers
+        nearest = raw.headers["x-kallm-nearest"]
+        body = {"entry": nearest, "request": request("At what temperature does water boil?"),
+                "verdict": "right"}  # fmt: skip
+        reported = client.post("/admin/reports", headers=ADMIN, json=body)
+        assert reported.status_code == 201 and reported.json()["report"]["right"] is True
+        assert 'kallm_reports_total{verdict="right"} 1.0' in client.get("/metrics").text
