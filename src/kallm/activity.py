@@ -1,12 +1,14 @@
 """What the dashboard (/ui) draws beyond /stats: outcomes a minute over the last hour, recent
-latencies, requests by API and by namespace, and the latest semantic hits (for reports).
+latencies, requests by API and by namespace, the similarity of each semantic lookup's
+nearest entry (in all, by API, by namespace), and the latest semantic hits (for reports).
 
 In memory and per process, like /stats; bounded: 60 minutes, 1,000 latencies an outcome, 50
-namespaces (the busiest; the rest count as "other"), 50 hits.
+namespaces (the first seen; later ones count as "other"), 50 hits.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +18,9 @@ LATENCIES = 1000
 NAMESPACES = 50
 RECENT_HITS = 50
 OUTCOMES = ("hit", "miss", "bypass", "error")
+DECISIONS = ("hit", "rejected", "below")  # as `decision.verdict` says
+# Upper bounds of the similarity buckets (kallm_candidate_similarity's too).
+SIMILARITY_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0)
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,8 @@ class Activity:
     routes: dict[str, dict[str, int]] = field(default_factory=dict)
     namespaces: dict[str, dict[str, int]] = field(default_factory=dict)
     hits: deque[ServedHit] = field(default_factory=lambda: deque(maxlen=RECENT_HITS))
+    # By view ("all", "api:<route>", "namespace:<name>"), by decision: counts per bucket.
+    similarity: dict[str, dict[str, list[int]]] = field(default_factory=dict)
 
     def finished(
         self, now: float, route: str, outcome: str, seconds: float, namespace: str | None
@@ -54,8 +61,21 @@ class Activity:
         self.latencies[outcome].append(seconds)
         _count(self.routes, route, outcome)
         if namespace is not None:
-            known = namespace in self.namespaces or len(self.namespaces) < NAMESPACES
-            _count(self.namespaces, namespace if known else "other", outcome)
+            _count(self.namespaces, self._bounded(namespace), outcome)
+
+    def looked_up(self, route: str, namespace: str, similarity: float, verdict: str) -> None:
+        """A semantic lookup's nearest entry, and what became of it (`decision.verdict`)."""
+        bucket = min(bisect_left(SIMILARITY_BUCKETS, similarity), len(SIMILARITY_BUCKETS) - 1)
+        for view in ("all", f"api:{route}", f"namespace:{self._bounded(namespace)}"):
+            counts = self.similarity.setdefault(
+                view, {d: [0] * len(SIMILARITY_BUCKETS) for d in DECISIONS}
+            )
+            counts[verdict][bucket] += 1
+
+    def _bounded(self, namespace: str) -> str:
+        """`namespace`, or "other" once NAMESPACES others are known."""
+        known = namespace in self.namespaces or len(self.namespaces) < NAMESPACES
+        return namespace if known else "other"
 
     def served(self, hit: ServedHit) -> None:
         self.hits.appendleft(hit)
@@ -72,6 +92,7 @@ class Activity:
             "routes": self.routes,
             "namespaces": self.namespaces,
             "recent_hits": [vars(hit) for hit in self.hits],
+            "similarity": {"upper_bounds": SIMILARITY_BUCKETS, "views": self.similarity},
         }
 
 

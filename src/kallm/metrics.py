@@ -10,7 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from kallm.activity import Activity
+from kallm.activity import SIMILARITY_BUCKETS, Activity
 from kallm.pricing import token_counts
 
 
@@ -31,7 +31,6 @@ class Outcome(StrEnum):
 
 
 _LABELLED = frozenset({Outcome.HIT, Outcome.MISS, Outcome.BYPASS})
-SIMILARITY_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.925, 0.95, 0.96, 0.97, 0.98, 0.99, 1.0)
 
 
 @dataclass
@@ -140,9 +139,11 @@ class Metrics:
         self.requests.labels(route, outcome.label).inc()
         self.latency.labels(route, outcome.label).observe(seconds)
 
-    def candidate(self, similarity: float, verdict: str) -> None:
-        """The nearest entry of a semantic lookup; `verdict` from `decision.verdict`."""
+    def candidate(self, similarity: float, verdict: str, route: str, namespace: str) -> None:
+        """The nearest entry of a semantic lookup; `verdict` from `decision.verdict`,
+        `namespace` as it may be shown."""
         self.similarity.labels(verdict).observe(similarity)
+        self.activity.looked_up(route, namespace, similarity, verdict)
 
     def blocked(self) -> None:
         self.tally.blocked_hits += 1
@@ -212,20 +213,6 @@ class Metrics:
                 "a token).",
             },
         }
-
-    def similarities(self) -> dict[str, Any]:
-        """`kallm_candidate_similarity` as counts per bucket (not cumulative), by decision."""
-        counts: dict[str, list[int]] = {}
-        for metric in self.similarity.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_bucket"):
-                    counts.setdefault(sample.labels["decision"], []).append(int(sample.value))
-        per_bucket = {
-            decision: [c - (cumulative[i - 1] if i else 0) for i, c in enumerate(cumulative)]
-            for decision, cumulative in counts.items()
-        }
-        # Prometheus adds a last bucket, past 1.0, that no similarity reaches.
-        return {"upper_bounds": [*SIMILARITY_BUCKETS, None], **per_bucket}
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

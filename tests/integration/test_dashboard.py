@@ -12,7 +12,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 TOKEN = "dashboard-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -84,6 +84,14 @@ def test_the_page_shows_the_numbers_stats_reports(board, make_caller, browser):
     assert drawn == {"hit": stats["total_hits"], "miss": stats["total_misses"]}
     # The similarity histogram has its below-threshold bar: the mountain's nearest entry.
     assert browser.find_elements(By.CSS_SELECTOR, "#similarity-chart rect.below-fill")
+    assert browser.find_elements(By.CSS_SELECTOR, "#similarity-chart rect.hit-fill")
+    # By API and by namespace too: this test's namespace holds its one semantic hit.
+    views = Select(browser.find_element(By.ID, "similarity-view"))
+    views.select_by_value(f"namespace:{caller.namespace}")
+    drawn = [t.get_attribute("textContent") for t in browser.find_elements(
+        By.CSS_SELECTOR, "#similarity-chart rect title")]  # fmt: skip
+    assert sum(int(t.rsplit(": ", 1)[1].split()[0]) for t in drawn if t.endswith(" hit")) == 1
+    views.select_by_value("api:chat.completions")
     assert browser.find_elements(By.CSS_SELECTOR, "#similarity-chart rect.hit-fill")
 
 

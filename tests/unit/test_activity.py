@@ -1,7 +1,7 @@
 """What the dashboard draws beyond /stats: bounded counts a minute, latencies, namespaces."""
 
-from kallm.activity import MINUTES, NAMESPACES, Activity
-from kallm.metrics import SIMILARITY_BUCKETS, Metrics
+from kallm.activity import MINUTES, NAMESPACES, SIMILARITY_BUCKETS, Activity
+from kallm.metrics import Metrics
 
 T = 1_800_000_000.0
 
@@ -28,11 +28,22 @@ def test_latencies_and_busiest_namespaces_are_bounded():
     assert view["routes"] == {"messages": {"hit": 0, "miss": 55, "bypass": 0, "error": 0}}
 
 
-def test_similarities_are_counts_per_bucket_by_decision():
+def test_similarities_are_counts_per_bucket_by_decision_in_all_by_api_and_namespace():
     metrics = Metrics()
-    for similarity, verdict in ((0.99, "hit"), (0.995, "hit"), (0.3, "below"), (0.93, "rejected")):
-        metrics.candidate(similarity, verdict)
-    found = metrics.similarities()
-    assert found["upper_bounds"] == [*SIMILARITY_BUCKETS, None]
-    assert sum(found["hit"]) == 2 and found["hit"][SIMILARITY_BUCKETS.index(1.0)] == 1
-    assert found["below"][0] == 1 and sum(found["rejected"]) == 1
+    for similarity, verdict, route, namespace in (
+        (0.99, "hit", "chat.completions", "a"),
+        (0.995, "hit", "messages", "a"),
+        (0.3, "below", "chat.completions", "b"),
+        (0.93, "rejected", "chat.completions", "a"),
+    ):
+        metrics.candidate(similarity, verdict, route, namespace)
+    found = metrics.activity.view(T)["similarity"]
+    assert found["upper_bounds"] == SIMILARITY_BUCKETS
+    views = found["views"]
+    assert set(views) == {"all", "api:chat.completions", "api:messages", "namespace:a",
+                          "namespace:b"}  # fmt: skip
+    assert views["all"]["hit"][SIMILARITY_BUCKETS.index(0.99)] == 1
+    assert views["all"]["hit"][SIMILARITY_BUCKETS.index(1.0)] == 1
+    assert views["api:chat.completions"]["below"][0] == 1
+    assert sum(views["namespace:a"]["rejected"]) == 1 and sum(views["namespace:b"]["hit"]) == 0
+    assert 'kallm_candidate_similarity_count{decision="hit"} 2.0' in metrics.exposition().decode()

@@ -527,9 +527,11 @@ def calibrate_reports(reports: Sequence[dict[str, Any]], verifier: bool) -> int:
     if verifier:
         print(f"KALLM_VERIFIER_THRESHOLD={chosen.min_probability:.2f}")
     right = len(rows) - wrong
+    measured = "no hits" if chosen.precision is None else f"precision {chosen.precision:.3f}"
     print(
         f"# refuses all {wrong} reported wrong hits, serves {chosen.correct} of {right} "
-        f"reported right ones; stricter than {now}"
+        f"reported right ones ({measured} on the {len(rows)} reported pairs); "
+        f"stricter than {now}"
     )
     return 0
 

@@ -93,13 +93,8 @@ class Admin:
         )
 
     async def dashboard(self, request: Request) -> Response:
-        """What /ui draws beyond /stats (kallm.activity), and the similarity histogram."""
-        return JSONResponse(
-            {
-                "activity": self._metrics.activity.view(time.time()),
-                "similarity": self._metrics.similarities(),
-            }
-        )
+        """What /ui draws beyond /stats (kallm.activity)."""
+        return JSONResponse({"activity": self._metrics.activity.view(time.time())})
 
     async def delete(self, request: Request) -> Response:
         if await self._store.delete(request.path_params["entry_id"]):

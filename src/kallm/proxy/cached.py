@@ -259,7 +259,12 @@ class CacheProxy:
             candidates.remove(hit)
             hit = decision.choose(candidates, threshold, min_probability)
         nearest = hit or nearest
-        core.metrics.candidate(nearest.similarity, decision.verdict(hit, nearest, threshold))
+        core.metrics.candidate(
+            nearest.similarity,
+            decision.verdict(hit, nearest, threshold),
+            self.route,
+            keys.redacted(nearest.entry.namespace),
+        )
         return Lookup(hit=hit, nearest=nearest, vector=vector)
 
     def _served(self, request: Parsed, key: keys.CacheKey, hit: Candidate) -> None:

@@ -111,14 +111,7 @@ async function refresh() {
   rows("latency-table", OUTCOMES.map((o) => [o, latency[o].p50 ?? "–", latency[o].p95 ?? "–", latency[o].count]));
   bars("latency-chart", "Median latency in ms by outcome",
     OUTCOMES.map((o) => ({ label: o, values: { [o]: latency[o].p50 || 0 }, tick: true })), OUTCOMES, 120);
-  const similarity = board.similarity;
-  const bounds = similarity.upper_bounds.slice(0, -1);
-  bars("similarity-chart", "Nearest-entry similarity by bucket: hit, rejected, below",
-    bounds.map((bound, i) => ({
-      label: `≤${bound}`,
-      values: Object.fromEntries(DECISIONS.map((d) => [d, (similarity[d] || [])[i] || 0])),
-      tick: true,
-    })), DECISIONS);
+  drawSimilarity(board.activity.similarity);
   const counted = (table) => Object.entries(table).map(([name, c]) => [name, ...OUTCOMES.map((o) => c[o])]);
   rows("routes-table", counted(board.activity.routes));
   rows("namespaces-table", counted(board.activity.namespaces));
@@ -129,6 +122,28 @@ async function refresh() {
     return [new Date(hit.at * 1000).toLocaleTimeString(), hit.namespace, hit.asked_text,
       hit.cached_text, hit.similarity.toFixed(4), hit.request ? report : ""];
   }));
+}
+
+let similarity = null;
+
+function drawSimilarity(latest = similarity) {
+  // In all, by API ("api:…") or by namespace ("namespace:…"), as the select says.
+  similarity = latest;
+  const select = document.getElementById("similarity-view");
+  const views = Object.keys(similarity.views).sort();
+  if (select.options.length !== Math.max(views.length, 1)) {
+    const chosen = select.value;
+    select.replaceChildren(...(views.length ? views : ["all"]).map((view) =>
+      el("option", { value: view }, view === "all" ? "all lookups" : view.replace(":", ": "))));
+    select.value = views.includes(chosen) ? chosen : "all";
+  }
+  const counts = similarity.views[select.value] || {};
+  bars("similarity-chart", `Nearest-entry similarity by bucket (${select.value}): hit, rejected, below`,
+    similarity.upper_bounds.map((bound, i) => ({
+      label: `≤${bound}`,
+      values: Object.fromEntries(DECISIONS.map((d) => [d, (counts[d] || [])[i] || 0])),
+      tick: true,
+    })), DECISIONS);
 }
 
 async function reportWrong(hit, button) {
@@ -199,6 +214,7 @@ document.addEventListener("DOMContentLoaded", () => {
     sessionStorage.setItem("kallm-token", token);
     open();
   });
+  document.getElementById("similarity-view").addEventListener("change", () => drawSimilarity());
   document.getElementById("entries-form").addEventListener("submit", (event) => {
     event.preventDefault();
     searchEntries().catch((error) => say(error.message));
