@@ -1,6 +1,7 @@
-"""What the dashboard (/ui) draws beyond /stats: outcomes a minute over the last hour, recent
-latencies, requests by API and by namespace, the similarity of each semantic lookup's
-nearest entry (in all, by API, by namespace), and the latest semantic hits (for reports).
+"""What the dashboard (/ui) draws beyond /stats: outcomes a minute over the last hour,
+recent latencies (and the upstream's own), requests by API and by namespace, the similarity
+of each semantic lookup's nearest entry (in all, by API, by namespace), and the latest
+semantic hits (for reports).
 
 In memory and per process, like /stats; bounded: 60 minutes, 1,000 latencies an outcome, 50
 namespaces (the first seen; later ones count as "other"), 50 hits.
@@ -41,8 +42,9 @@ class ServedHit:
 @dataclass
 class Activity:
     minutes: dict[int, dict[str, int]] = field(default_factory=dict)
+    # By outcome, and "upstream": the time to the upstream's answer's head, on forwards.
     latencies: dict[str, deque[float]] = field(
-        default_factory=lambda: {o: deque(maxlen=LATENCIES) for o in OUTCOMES}
+        default_factory=lambda: {o: deque(maxlen=LATENCIES) for o in (*OUTCOMES, "upstream")}
     )
     routes: dict[str, dict[str, int]] = field(default_factory=dict)
     namespaces: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -77,6 +79,9 @@ class Activity:
         known = namespace in self.namespaces or len(self.namespaces) < NAMESPACES
         return namespace if known else "other"
 
+    def upstream(self, seconds: float) -> None:
+        self.latencies["upstream"].append(seconds)
+
     def served(self, hit: ServedHit) -> None:
         self.hits.appendleft(hit)
 
@@ -88,7 +93,7 @@ class Activity:
                 {"minute": m * 60, **self.minutes.get(m, dict.fromkeys(OUTCOMES, 0))}
                 for m in range(last - MINUTES + 1, last + 1)
             ],
-            "latency_ms": {o: _percentiles(self.latencies[o]) for o in OUTCOMES},
+            "latency_ms": {name: _percentiles(seconds) for name, seconds in self.latencies.items()},
             "routes": self.routes,
             "namespaces": self.namespaces,
             "recent_hits": [vars(hit) for hit in self.hits],

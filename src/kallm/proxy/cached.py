@@ -168,10 +168,13 @@ class CacheProxy:
         except (upstream.UnsafePath, httpx.InvalidURL) as error:
             message = f"Not a URL kallm can send: {error}"
             return self._refuse(started, Refused(400, message, "invalid_request_error")), False
+        sending = time.perf_counter()
         try:
             sent = await upstream.send(core.client, outgoing)
         except upstream.UpstreamFailure as failure:
             return self._no_answer(started, failure.status, str(failure), outcome, namespace), False
+        # Until the upstream's answer begins: what a MISS waits for beyond kallm's own work.
+        core.metrics.activity.upstream(time.perf_counter() - sending)
 
         headers = upstream.response_headers(sent.headers, decoded=True)
         headers.update(_match_headers(outcome, found.nearest, accepted=False))

@@ -108,9 +108,10 @@ async function refresh() {
       values: m, tick: i % 15 === 0,
     })), OUTCOMES);
   const latency = board.activity.latency_ms;
-  rows("latency-table", OUTCOMES.map((o) => [o, latency[o].p50 ?? "–", latency[o].p95 ?? "–", latency[o].count]));
-  bars("latency-chart", "Median latency in ms by outcome",
-    OUTCOMES.map((o) => ({ label: o, values: { [o]: latency[o].p50 || 0 }, tick: true })), OUTCOMES, 120);
+  const timed = [...OUTCOMES, "upstream"];
+  rows("latency-table", timed.map((o) => [o, latency[o].p50 ?? "–", latency[o].p95 ?? "–", latency[o].count]));
+  bars("latency-chart", "Median latency in ms by outcome, and of the upstream alone",
+    timed.map((o) => ({ label: o, values: { [o]: latency[o].p50 || 0 }, tick: true })), timed, 120);
   drawSimilarity(board.activity.similarity);
   const counted = (table) => Object.entries(table).map(([name, c]) => [name, ...OUTCOMES.map((o) => c[o])]);
   rows("routes-table", counted(board.activity.routes));
