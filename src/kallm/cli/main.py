@@ -9,9 +9,12 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kallm.settings import ENV_NAMES, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from kallm.cli.manage import Client
 
 # Help for each setting; the flag is the field name with dashes, the default the env var's.
 SETTING_HELP = {
@@ -286,7 +289,7 @@ def _manage(args: argparse.Namespace) -> None:
         sys.exit(f"kallm: {error}")
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace) -> Client:
     """The management API client that --url and --token (or KALLM_URL, KALLM_ADMIN_TOKEN)
     name."""
     from kallm.cli import manage

@@ -527,14 +527,13 @@ async def _iterate(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
 
 
 def _match_headers(outcome: Outcome, candidate: Candidate | None, accepted: bool) -> dict[str, str]:
-    """X-Kallm-Cache, and for the candidate served or nearest: its similarity and, when the
-    verifier judged it, its verdict and score."""
+    """X-Kallm-Cache, and for the candidate served or nearest: its id, its similarity and,
+    when the verifier judged it, its verdict and score."""
     headers = {"x-kallm-cache": outcome.name}
     if candidate is not None:
         # What a report names (README, "Correcting wrong hits"): the entry served, or on a
         # MISS the nearest one, which "should have hit" reports name.
         headers["x-kallm-entry" if accepted else "x-kallm-nearest"] = candidate.entry.id
-    if candidate is not None:
         headers["x-kallm-similarity"] = f"{candidate.similarity:.4f}"
         if candidate.probability is not None:
             headers["x-kallm-verifier"] = "accepted" if accepted else "rejected"
