@@ -57,9 +57,11 @@ class Activity:
     ) -> None:
         """One request ended (`outcome`: a Prometheus label, one of OUTCOMES)."""
         minute = int(now // 60)
-        self.minutes.setdefault(minute, dict.fromkeys(OUTCOMES, 0))[outcome] += 1
-        for old in [m for m in self.minutes if m <= minute - MINUTES]:
-            del self.minutes[old]
+        if minute not in self.minutes:  # a new minute: the one an hour before it goes
+            self.minutes[minute] = dict.fromkeys(OUTCOMES, 0)
+            for old in [m for m in self.minutes if m <= minute - MINUTES]:
+                del self.minutes[old]
+        self.minutes[minute][outcome] += 1
         self.latencies[outcome].append(seconds)
         _count(self.routes, route, outcome)
         if namespace is not None:

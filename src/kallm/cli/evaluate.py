@@ -464,9 +464,7 @@ def calibrate_command(
     if chosen is None:
         print(f"no setting reaches precision {target} on {size} ({path.name})")
         return 1
-    print(f"KALLM_SIMILARITY_THRESHOLD={chosen.threshold:.2f}")
-    if verifier:
-        print(f"KALLM_VERIFIER_THRESHOLD={chosen.min_probability:.2f}")
+    print_setting(chosen, verifier)
     print(
         f"# precision {chosen.precision:.3f} recall {chosen.recall:.3f} "
         f"false hits {chosen.false_hits} on {size} ({path.name})"
@@ -523,9 +521,7 @@ def calibrate_reports(reports: Sequence[dict[str, Any]], verifier: bool) -> int:
             "their reports still block them"
         )
         return 1
-    print(f"KALLM_SIMILARITY_THRESHOLD={chosen.threshold:.2f}")
-    if verifier:
-        print(f"KALLM_VERIFIER_THRESHOLD={chosen.min_probability:.2f}")
+    print_setting(chosen, verifier)
     right = len(rows) - wrong
     measured = "no hits" if chosen.precision is None else f"precision {chosen.precision:.3f}"
     print(
@@ -534,6 +530,13 @@ def calibrate_reports(reports: Sequence[dict[str, Any]], verifier: bool) -> int:
         f"stricter than {now}"
     )
     return 0
+
+
+def print_setting(chosen: Point, verifier: bool) -> None:
+    """A chosen setting as the variables kallm serve reads, ready to paste."""
+    print(f"KALLM_SIMILARITY_THRESHOLD={chosen.threshold:.2f}")
+    if verifier:
+        print(f"KALLM_VERIFIER_THRESHOLD={chosen.min_probability:.2f}")
 
 
 def _number(value: float | None) -> str:
